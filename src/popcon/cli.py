@@ -85,6 +85,10 @@ def _format_change(command: str, report: dict) -> str:
 
 
 def _server_command(argv: list) -> int:
+    if argv[0] == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     try:
         from .server.cli import main as server_main
     except ImportError as error:
