@@ -19,7 +19,11 @@ PTH_NAME = "popcon.pth"
 PTH_LINE = "import _popcon_hook; _popcon_hook.start()\n"
 CACHE_DIR_NAME = "popcon-cache"
 # Files popcon enable writes into site-packages, and the source each is a copy of.
-RECORDER_FILES = {"_popcon_hook.py": "recorder_hook.py", "_popcon_recorder.py": "recorder.py"}
+RECORDER_FILES = {
+    "_popcon_hook.py": "recorder_hook.py",
+    "_popcon_recorder.py": "recorder.py",
+    "_popcon_recorder_map.py": "recorder_map.py",
+}
 
 _DESCRIBE = """
 import json, site, sys, sysconfig

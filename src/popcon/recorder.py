@@ -8,8 +8,6 @@ sends names a user, a host, a path, a time or a user's own module.
 The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -21,25 +19,23 @@ _MAX_LABELS = 8
 _MAX_INVENTORY_PARTS = 64
 _RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
-_DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info")
-_NEVER_RECORDED = frozenset({"popcon"})  # distributions that are never reported
 
 
 # Per-process state. ``_settled`` is the hook's set of top-level names whose imports need no
 # further thought (standard library, user modules, distributions already direct); the hook
 # hands it over in ``attach``.
 _settled: set = set()
-_map: _ModuleMap | None = None
-_levels: dict = {}  # distribution index -> "direct" | "transitive"
-_transitive: set = set()  # distribution indexes reported transitive and not upgraded yet
+_map = None  # the _ModuleMap, loaded on the first import that needs it
+_levels: dict = {}  # distribution name -> "direct" | "transitive"
+_transitive: set = set()  # names of distributions reported transitive and not upgraded yet
 _user_tops: set = set()  # top-level names of user modules seen (never sent anywhere)
 _pending: list = []  # record lines not sent yet
 _seq = 0  # datagrams sent by this process
-_config: _Config | None = None
+_config = None  # the _Config, read at the first send
 _ipython_hooked = False
 _last_scan = -1e9  # time.monotonic() of the last upgrade scan
 _lock = None  # the hook's lock: one thread at a time in here
-_OWN_MODULES = frozenset({"_popcon_hook", "_popcon_recorder", "popcon"})
+_OWN_MODULES = frozenset({"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "popcon"})
 _STDLIB: frozenset = frozenset()
 
 
@@ -90,40 +86,37 @@ def after_fork_in_child() -> None:
 
 
 def on_import(fullname: str, top: str) -> None:
-    """The slow path: the first import of a top-level name, or of a non-direct distribution.
+    """The slow path: the first import under a top-level name the hook has not settled.
 
-    The hook calls it under its lock for every import it has not settled.
+    The hook calls it under its lock. Once a name is classified it is settled, so every later
+    import under it (numpy's hundred submodules) costs the hook one set look-up; a transitive
+    distribution that user code imports later is found by ``_scan_user_namespaces``.
     """
     global _map
     if _map is None:
         _map = _load_map()
     dist = _map.lookup(fullname, top)
+    if dist is None and _map.is_stale():
+        _map = _load_map()  # pip changed the environment while this process ran
+        dist = _map.lookup(fullname, top)
+    settle = not _map.is_namespace(top)
     if dist is None:
-        if not _map.is_namespace(top):
+        if settle:
             _settled.add(top)
             _user_tops.add(top)
         return
-    level = _levels.get(dist)
-    if level == "direct":
-        if not _map.is_namespace(top):
-            _settled.add(top)
-        return
-    importer = _importing_distribution(sys._getframe(1))
-    if importer == dist:
-        return  # a distribution importing its own modules says nothing new
-    if level is None:
+    if dist[0] not in _levels:
+        importer = _importing_distribution(sys._getframe(1))
+        if importer is not None and importer[0] == dist[0]:
+            return  # its own code, loaded before the recorder started: not a use yet
         _record(dist, importer)
-    elif importer is None:
-        _upgrade(dist)
-    else:
-        return
-    if importer is None and not _map.is_namespace(top):
+        _scan_user_namespaces(throttle=True)
+        _flush()
+    if settle:
         _settled.add(top)
-    _scan_user_namespaces(throttle=True)
-    _flush()
 
 
-def _importing_distribution(frame) -> int | None:
+def _importing_distribution(frame) -> "tuple | None":
     """The distribution whose code is importing, or None when user code is.
 
     Walks out from the import machinery, looking through standard-library frames (importlib,
@@ -148,21 +141,21 @@ def _importing_distribution(frame) -> int | None:
     return None
 
 
-def _record(dist: int, importer: int | None) -> None:
-    name, version, origin = _map.dists[dist]
+def _record(dist: tuple, importer: "tuple | None") -> None:
+    name, version, origin = dist
     if importer is None:
-        _levels[dist] = "direct"
+        _levels[name] = "direct"
         _pending.append(f"lib {name} {version} direct {origin}")
     else:
-        _levels[dist] = "transitive"
-        _transitive.add(dist)
-        _pending.append(f"lib {name} {version} transitive {origin} {_map.dists[importer][0]}")
+        _levels[name] = "transitive"
+        _transitive.add(name)
+        _pending.append(f"lib {name} {version} transitive {origin} {importer[0]}")
 
 
-def _upgrade(dist: int) -> None:
-    name, version, origin = _map.dists[dist]
-    _levels[dist] = "direct"
-    _transitive.discard(dist)
+def _upgrade(dist: tuple) -> None:
+    name, version, origin = dist
+    _levels[name] = "direct"
+    _transitive.discard(name)
     _pending.append(f"lib {name} {version} upgrade {origin}")
 
 
@@ -204,7 +197,7 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
             if type(held) is not str:
                 continue
             dist = _map.lookup(held, held.partition(".")[0])
-            if dist in _transitive:
+            if dist is not None and dist[0] in _transitive:
                 _upgrade(dist)
                 if not _transitive:
                     return
@@ -244,27 +237,36 @@ class _ModuleMap:
     to distribution i.
     """
 
-    __slots__ = ("dists", "inventories", "names")
+    __slots__ = ("dists", "inventories", "names", "stamps")
 
-    def __init__(self, dists: list, names: dict, inventories: list) -> None:
+    def __init__(self, dists: list, names: dict, inventories: list, stamps: list) -> None:
         self.dists = dists
         self.names = names
         self.inventories = inventories  # [(inventory id, [(name, version)])] per env site
+        self.stamps = stamps  # [(site directory, its st_mtime_ns when mapped)]
 
-    def lookup(self, fullname: str, top: str) -> int | None:
+    def lookup(self, fullname: str, top: str) -> "tuple | None":
+        """``(name, version, origin)`` of the distribution that provides ``fullname``."""
         index = self.names.get(top)
-        if index is None or index >= 0:
-            return index
-        second = fullname.split(".", 2)
-        if len(second) > 1:
-            deeper = self.names.get(top + "." + second[1])
-            if deeper is not None:
-                return deeper
-        return -2 - index if index <= -2 else None
+        if index is not None and index < 0:
+            second = fullname.split(".", 2)
+            deeper = self.names.get(top + "." + second[1]) if len(second) > 1 else None
+            index = deeper if deeper is not None else (-2 - index if index <= -2 else None)
+        return None if index is None else self.dists[index]
 
     def is_namespace(self, top: str) -> bool:
         index = self.names.get(top)
         return index is not None and index < 0
+
+    def is_stale(self) -> bool:
+        """Has a site directory changed since it was mapped (one stat per directory)?"""
+        for path, mtime in self.stamps:
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
 
 
 def _site_directories() -> list:
@@ -297,7 +299,7 @@ def _load_map() -> _ModuleMap:
     try:
         return _merge_site_maps([(_site_map(p), origin) for p, origin in _site_directories()])
     except Exception:
-        return _ModuleMap([], {}, [])
+        return _ModuleMap([], {}, [], [])
 
 
 def _merge_site_maps(site_maps: list) -> _ModuleMap:
@@ -305,9 +307,11 @@ def _merge_site_maps(site_maps: list) -> _ModuleMap:
     dists: list = []
     names: dict = {}
     inventories = []
+    stamps = []
     for site_map, origin in reversed(site_maps):
         if site_map is None:
             continue
+        stamps.append((site_map["site"], site_map["mtime"]))
         base = len(dists)
         dists.extend((name, version, origin) for name, version in site_map["dists"])
         if origin == "env":
@@ -317,13 +321,13 @@ def _merge_site_maps(site_maps: list) -> _ModuleMap:
                 index += base
             elif index <= -2:
                 index -= base
-            elif names.get(key, 0) < 0:
+            elif key in names:
                 continue  # a bare namespace does not hide a lower directory's owner
             names[key] = index
-    return _ModuleMap(dists, names, inventories)
+    return _ModuleMap(dists, names, inventories, stamps)
 
 
-def _cache_directory() -> str | None:
+def _cache_directory() -> "str | None":
     environ = os.environ
     explicit = environ.get("POPCON_CACHE_DIR")
     if explicit:
@@ -355,7 +359,7 @@ def _path_key(text: str) -> str:
     return f"{value:016x}"
 
 
-def _site_map(site_path: str, *, write: bool = True) -> dict | None:
+def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
     """The cached map of one site directory, rebuilt when the directory changed."""
     import marshal
 
@@ -377,13 +381,23 @@ def _site_map(site_path: str, *, write: bool = True) -> dict | None:
             and cached.get("mtime") == mtime
         ):
             return cached
-    built = build_site_map(site_path)
+    built = _mapper().build_site_map(site_path)
+    built["format"] = _MAP_FORMAT
     built["mtime"] = mtime
+    inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
+    built["inventory_id"] = _path_key(inventory)[:8]
     if write:
         for path in files:
             if _write_atomically(path, marshal.dumps(built)):
                 break
     return built
+
+
+def _mapper():
+    """The map builder, a module of its own: only a process that finds no fresh map loads it."""
+    name = "popcon.recorder_map" if __name__.startswith("popcon.") else "_popcon_recorder_map"
+    __import__(name)
+    return sys.modules[name]
 
 
 def _write_atomically(path: str, data: bytes) -> bool:
@@ -402,268 +416,6 @@ def _write_atomically(path: str, data: bytes) -> bool:
         except OSError:
             pass
         return False
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503 normalisation: lower case, each run of ``-``, ``_`` and ``.`` becomes ``-``."""
-    out = []
-    in_separator = False
-    for char in name.strip().lower():
-        if char in "-_.":
-            if not in_separator:
-                out.append("-")
-            in_separator = True
-        else:
-            out.append(char)
-            in_separator = False
-    return "".join(out)
-
-
-def _valid_name(name: str) -> bool:
-    return (
-        0 < len(name) <= 100
-        and name[0] != "-"
-        and name[-1] != "-"
-        and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in name)
-    )
-
-
-def _valid_version(version: str) -> bool:
-    return 0 < len(version) <= 64 and all(33 <= ord(c) < 127 for c in version)
-
-
-def build_site_map(site_path: str) -> dict:
-    """Scan one site directory: every ``*.dist-info`` and ``*.egg-info`` in it.
-
-    Returns ``{"format", "site", "dists": [(name, version)], "names": {module: index},
-    "inventory_id"}``. Only called when no fresh cached map exists.
-    """
-    dists: list = []
-    claims: dict = {}  # top -> [(dist index, has __init__, second-level names, mtime)]
-    try:
-        entries = sorted(os.scandir(site_path), key=lambda e: e.name)
-    except OSError:
-        entries = []
-    for entry in entries:
-        if not entry.name.endswith(_DISTRIBUTION_SUFFIXES):
-            continue
-        try:
-            described = _describe_distribution(site_path, entry)
-        except Exception:
-            continue
-        if described is None:
-            continue
-        name, version, tops, mtime = described
-        if name in _NEVER_RECORDED:
-            continue
-        index = len(dists)
-        dists.append((name, version))
-        for top, (has_init, second_level) in tops.items():
-            claims.setdefault(top, []).append((index, has_init, second_level, mtime))
-    names: dict = {}
-    for top, claimants in claims.items():
-        if len(claimants) == 1:
-            names[top] = claimants[0][0]
-            continue
-        # Several distributions install this name: a shared namespace package, or one module
-        # shipped twice. Map one level deeper; where they collide, the last installed wins.
-        claimants.sort(key=lambda claim: claim[3])
-        owners = [claim[0] for claim in claimants if claim[1]]
-        names[top] = -2 - owners[-1] if owners else -1
-        for index, _has_init, second_level, _mtime in claimants:
-            for second in second_level:
-                names[top + "." + second] = index
-    inventory = sorted(set(dists))
-    return {
-        "format": _MAP_FORMAT,
-        "site": site_path,
-        "dists": dists,
-        "names": names,
-        "inventory_id": _path_key("\n".join(f"{n} {v}" for n, v in inventory))[:8],
-    }
-
-
-def _describe_distribution(site_path: str, entry) -> tuple | None:
-    """``(canonical name, version, {top: (has_init, second-level names)}, mtime)``."""
-    is_dir = entry.is_dir()
-    if is_dir:
-        metadata_file = os.path.join(
-            entry.path, "METADATA" if entry.name.endswith(".dist-info") else "PKG-INFO"
-        )
-    else:
-        metadata_file = entry.path  # a distutils-era single-file .egg-info
-    name, version = _read_name_and_version(metadata_file)
-    stem = entry.name.rsplit(".", 1)[0]
-    if not name:
-        name = stem.split("-")[0]
-    if not version:
-        parts = stem.split("-")
-        version = parts[1] if len(parts) > 1 else "-"
-    name = canonical_name(name)
-    if not _valid_name(name):
-        return None
-    if not _valid_version(version):
-        version = "-"
-    tops = _distribution_tops(site_path, entry.path, name) if is_dir else {}
-    if not tops:
-        tops = _guess_tops(site_path, name)
-    return name, version, tops, entry.stat().st_mtime_ns
-
-
-def _read_name_and_version(path: str) -> tuple:
-    name = version = ""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            for line in stream:
-                if not line.strip():
-                    break
-                if line.startswith("Name:"):
-                    name = line[5:].strip()
-                elif line.startswith("Version:"):
-                    version = line[8:].strip()
-                if name and version:
-                    break
-    except OSError:
-        pass
-    return name, version
-
-
-_MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd")
-
-
-def _add_path(tops: dict, relative: str) -> None:
-    """Note what one installed file (a path relative to the site directory) provides."""
-    parts = relative.replace("\\", "/").split("/")
-    first = parts[0]
-    if len(parts) == 1:
-        if first.endswith(_MODULE_SUFFIXES):
-            top = first.split(".", 1)[0]
-            if top.isidentifier():
-                tops.setdefault(top, (True, set()))
-        return
-    if not first.isidentifier() or first == "__pycache__":
-        return
-    has_init, second_level = tops.get(first, (False, set()))
-    second = parts[1]
-    if second.startswith("__init__."):
-        has_init = True
-    elif second != "__pycache__":
-        if len(parts) == 2:
-            if not second.endswith(_MODULE_SUFFIXES):
-                second = ""
-            second = second.split(".", 1)[0]
-        if second.isidentifier():
-            second_level.add(second)
-    tops[first] = (has_init, second_level)
-
-
-def _distribution_tops(site_path: str, info_path: str, name: str) -> dict:
-    tops: dict = {}
-    pth_files = []
-    record = os.path.join(info_path, "RECORD")
-    installed_files = os.path.join(info_path, "installed-files.txt")
-    if os.path.exists(record):
-        for relative in _record_paths(record):
-            if relative.endswith(".pth") and "/" not in relative:
-                pth_files.append(os.path.join(site_path, relative))
-            elif not relative.startswith(("/", "..")):
-                _add_path(tops, relative)
-    elif os.path.exists(installed_files):
-        info_name = os.path.basename(info_path)
-        for relative in _lines(installed_files):
-            normal = os.path.normpath(os.path.join(info_name, relative)).replace("\\", "/")
-            if not normal.startswith(("/", "..")):
-                _add_path(tops, normal)
-    for pth in pth_files:
-        _add_editable(tops, site_path, pth)
-    if not tops:
-        for top in _lines(os.path.join(info_path, "top_level.txt")):
-            top = top.strip().replace("/", ".").split(".")[0]
-            if top.isidentifier():
-                tops.setdefault(top, (True, set()))
-    return tops
-
-
-def _record_paths(record: str) -> list:
-    paths = []
-    for line in _lines(record):
-        if line.startswith('"'):  # a path with a comma in it, CSV-quoted: rare, so lazy
-            import csv
-
-            paths.extend(row[0] for row in csv.reader([line]) if row)
-        else:
-            paths.append(line.split(",", 1)[0])
-    return paths
-
-
-def _lines(path: str) -> list:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            return [line.rstrip("\r\n") for line in stream if line.strip()]
-    except OSError:
-        return []
-
-
-def _add_editable(tops: dict, site_path: str, pth: str) -> None:
-    """An editable install: a ``.pth`` that adds a source directory to ``sys.path``, or one
-    that installs setuptools' finder, whose ``MAPPING`` names the packages."""
-    for line in _lines(pth):
-        if line.startswith(("import ", "import\t")):
-            for word in line.replace(";", " ").split():
-                if word.startswith("__editable___") and word.endswith("_finder"):
-                    _add_finder_mapping(tops, os.path.join(site_path, word + ".py"))
-                    break
-        elif not line.startswith("#"):
-            directory = line if os.path.isabs(line) else os.path.join(site_path, line)
-            _add_directory_modules(tops, directory)
-
-
-def _add_finder_mapping(tops: dict, finder_file: str) -> None:
-    try:
-        with open(finder_file, encoding="utf-8") as stream:
-            source = stream.read()
-    except OSError:
-        return
-    start = source.find("MAPPING")
-    start = source.find("{", start) if start >= 0 else -1
-    end = source.find("}", start)
-    if start < 0 or end < 0:
-        return
-    import ast
-
-    try:
-        mapping = ast.literal_eval(source[start : end + 1])
-    except (ValueError, SyntaxError):
-        return
-    for key in mapping:
-        top = str(key).split(".")[0]
-        if top.isidentifier():
-            tops.setdefault(top, (True, set()))
-
-
-def _add_directory_modules(tops: dict, directory: str) -> None:
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return
-    for entry in entries:
-        base = entry.name
-        if base.startswith(("test", "setup", "conftest", ".", "_")):
-            continue
-        if entry.is_dir():
-            if base.isidentifier() and os.path.exists(os.path.join(entry.path, "__init__.py")):
-                tops.setdefault(base, (True, set()))
-        elif base.endswith(".py") and base[:-3].isidentifier():
-            tops.setdefault(base[:-3], (True, set()))
-
-
-def _guess_tops(site_path: str, name: str) -> dict:
-    """No file list at all: trust a module named like the distribution, if there is one."""
-    guess = name.replace("-", "_")
-    for candidate in (guess, guess + ".py"):
-        if os.path.exists(os.path.join(site_path, candidate)):
-            return {guess: (True, set())}
-    return {}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -705,7 +457,7 @@ class _Config:
         self.resolving = False
         self.queue: list = []
 
-    def for_child(self) -> _Config:
+    def for_child(self) -> "_Config":
         child = _Config.__new__(_Config)
         for slot in _Config.__slots__:
             setattr(child, slot, getattr(self, slot))
@@ -820,7 +572,7 @@ def _flush() -> None:
             _send_inventory_if_due(config)
 
 
-def _use_datagrams(config: _Config, records: list) -> list:
+def _use_datagrams(config: "_Config", records: list) -> list:
     global _seq
     datagrams = []
     for chunk in _chunks(records, _MAX_DATAGRAM - len(config.header.encode("utf-8")) - 64):
@@ -830,7 +582,7 @@ def _use_datagrams(config: _Config, records: list) -> list:
     return datagrams
 
 
-def _statsd_datagrams(config: _Config, records: list, first: bool) -> list:
+def _statsd_datagrams(config: "_Config", records: list, first: bool) -> list:
     global _seq
     lines = []
     for record in records:
@@ -861,7 +613,7 @@ def _chunks(lines: list, budget: int) -> list:
     return chunks
 
 
-def _sign(config: _Config, payload: bytes) -> bytes:
+def _sign(config: "_Config", payload: bytes) -> bytes:
     if config.key is None:
         return payload
     import hashlib
@@ -871,7 +623,7 @@ def _sign(config: _Config, payload: bytes) -> bytes:
     return payload + b"sig " + digest.encode("ascii") + b"\n"
 
 
-def _send_inventory_if_due(config: _Config) -> None:
+def _send_inventory_if_due(config: "_Config") -> None:
     """At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user."""
     if config.inventory_interval <= 0 or _map is None or not _map.inventories:
         return
@@ -881,17 +633,20 @@ def _send_inventory_if_due(config: _Config) -> None:
         ids.append(inventory_id)
         entries.extend(dists)
     inventory_id = ids[0] if len(ids) == 1 else _path_key(" ".join(ids))[:8]
-    stamp = _inventory_stamp(config, inventory_id)
+    stamp = _inventory_stamp(config)
     if stamp is None:
-        return
+        return  # nowhere to remember when it was sent: better never than every process
     import time
 
     try:
-        if time.time() - os.stat(stamp).st_mtime < config.inventory_interval:
+        with open(stamp, "rb") as stream:
+            sent_id = stream.read(16)
+        fresh = time.time() - os.stat(stamp).st_mtime < config.inventory_interval
+        if fresh and sent_id == inventory_id.encode("ascii"):
             return
     except OSError:
         pass
-    if not _write_atomically(stamp, b""):
+    if not _write_atomically(stamp, inventory_id.encode("ascii")):
         return
     lines = [f"dist {name} {version}" for name, version in sorted(set(entries))]
     base = f"popcon/1 inv {inventory_id} %d %d\n"
@@ -909,18 +664,19 @@ def _send_inventory_if_due(config: _Config) -> None:
     )
 
 
-def _inventory_stamp(config: _Config, inventory_id: str) -> str | None:
-    key = _path_key(config.header + config.host + str(config.port))[:12]
-    name = f"inventory-{inventory_id}-{key}"
-    for site_path, origin in _site_directories():
+def _inventory_stamp(config: "_Config") -> "str | None":
+    """The file whose age and content (the inventory id) say when what was last sent, per
+    environment label, labels and collector: beside site-packages if writable, else per user."""
+    name = "inventory-" + _path_key(config.header + config.host + str(config.port))[:12]
+    for site_path, _mtime in _map.stamps:
         beside = os.path.join(site_path, "popcon-cache")
-        if origin == "env" and os.access(beside, os.W_OK):
+        if os.access(beside, os.W_OK):
             return os.path.join(beside, name)
     cache = _cache_directory()
     return os.path.join(cache, name) if cache else None
 
 
-def _emit(config: _Config, datagrams: list) -> None:
+def _emit(config: "_Config", datagrams: list) -> None:
     if config.preview:
         _write_preview(config.preview, datagrams)
         return
@@ -938,7 +694,7 @@ def _emit(config: _Config, datagrams: list) -> None:
     _send(config, datagrams)
 
 
-def _send(config: _Config, datagrams: list) -> None:
+def _send(config: "_Config", datagrams: list) -> None:
     import _socket
 
     if config.socket is None:
@@ -970,7 +726,7 @@ def _is_address(host: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
-def _resolve(config: _Config) -> None:
+def _resolve(config: "_Config") -> None:
     """Find the collector's address without a DNS look-up on the import path."""
     if config.mode is None or config.resolving:
         return
@@ -989,7 +745,7 @@ def _resolve(config: _Config) -> None:
     _thread.start_new_thread(_resolve_in_background, (config,))
 
 
-def _resolve_in_background(config: _Config) -> None:
+def _resolve_in_background(config: "_Config") -> None:
     try:
         import _socket
 
@@ -1011,12 +767,12 @@ def _resolve_in_background(config: _Config) -> None:
     config.resolving = False
 
 
-def _address_file(host: str) -> str | None:
+def _address_file(host: str) -> "str | None":
     cache = _cache_directory()
     return os.path.join(cache, f"address-{_path_key(host)}") if cache else None
 
 
-def _cached_address(host: str, port: int) -> tuple | None:
+def _cached_address(host: str, port: int) -> "tuple | None":
     path = _address_file(host)
     if path is None:
         return None

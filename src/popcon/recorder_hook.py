@@ -21,6 +21,7 @@ _settled = {
     "usercustomize",
     "_popcon_hook",
     "_popcon_recorder",
+    "_popcon_recorder_map",
     "popcon",
 }
 _started = False

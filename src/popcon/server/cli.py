@@ -1,0 +1,405 @@
+"""The collector's commands: ``popcon serve`` and the questions asked of a collector.
+
+``popcon top|unused|user-installed|why|versions|envs`` read either a running collector's HTTP
+API (``--server URL``, token from ``POPCON_API_TOKEN``; the default is the collector on this
+machine, ``http://127.0.0.1:8138/``) or a database file directly (``--db PATH``, read-only).
+Both give the same answer: the JSON is the API's, byte for byte the same structure.
+
+Output: an aligned table by default, JSON with ``--json``, CSV with ``--csv``. The table is
+printed even when standard output is a pipe (``popcon top | head`` stays readable);
+scripts say ``--json`` or ``--csv``, so what they get never depends on how they were started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+from popcon.server import answers, queries
+from popcon.server.params import BadParameter, canonical_library
+from popcon.server.tables import Column, render_csv, render_json, render_table
+
+DEFAULT_SERVER = "http://127.0.0.1:8138/"
+API_TOKEN_ENV = "POPCON_API_TOKEN"
+#: Seconds an HTTP request to the collector may take.
+HTTP_TIMEOUT = 30.0
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- where answers come from -------------------------------------------------------------------
+
+
+def fetch_http(server: str, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """GET ``<server>/api/v1/<path>?params`` with the token from ``POPCON_API_TOKEN``."""
+    base = server if server.endswith("/") else server + "/"
+    url = urllib.parse.urljoin(base, "api/v1/" + path)
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    token = os.environ.get(API_TOKEN_ENV)
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as error:
+        try:
+            reason = json.loads(error.read().decode("utf-8"))["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = error.reason
+        status = 2 if error.code == 400 else 1
+        raise CommandError(f"{reason} (HTTP {error.code} from {server})", status) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise CommandError(f"cannot reach the collector at {server}: {reason}") from None
+    except ValueError:
+        raise CommandError(f"the collector at {server} did not answer JSON") from None
+
+
+def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> dict[str, Any]:
+    """The same answer as the API, read from the database file (read-only)."""
+    try:
+        conn = queries.connect_readonly(db)
+    except (FileNotFoundError, OSError) as error:
+        raise CommandError(str(error)) from None
+    try:
+        now = time.time()
+        if path.startswith("libraries/"):
+            name = urllib.parse.unquote(path.split("/", 1)[1])
+            answer = answers.library_answer(conn, name, params, now=now, min_count=min_count)
+        else:
+            answer = answers.ANSWERS[path](conn, params, now=now, min_count=min_count)
+    except (BadParameter, queries.QueryError) as error:
+        raise CommandError(str(error), 2) from None
+    except Exception as error:  # sqlite3.Error and friends: one line, not a traceback
+        raise CommandError(f"cannot read {db}: {error}") from None
+    finally:
+        conn.close()
+    if answer is None:
+        raise CommandError(f"library: never seen in this window: {path.split('/', 1)[1]}")
+    return answer
+
+
+def fetcher(args: argparse.Namespace) -> Callable[[str, Mapping[str, str]], dict[str, Any]]:
+    if args.db:
+        return lambda path, params: fetch_db(args.db, path, params, args.min_count)
+    return lambda path, params: fetch_http(args.server, path, params)
+
+
+# -- options -----------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, since: str, filters: bool = True) -> None:
+    source = parser.add_argument_group("where to read")
+    where = source.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server",
+        default=DEFAULT_SERVER,
+        metavar="URL",
+        help=f"a running collector's HTTP address (default {DEFAULT_SERVER}); "
+        f"the token comes from {API_TOKEN_ENV}",
+    )
+    where.add_argument("--db", metavar="PATH", help="read this database file instead (read-only)")
+    source.add_argument(
+        "--min-count",
+        type=int,
+        default=3,
+        metavar="N",
+        help='with --db: show counts below N as "fewer than N" (default 3; the server '
+        "applies its own setting)",
+    )
+    window = parser.add_argument_group("time window")
+    window.add_argument(
+        "--since", metavar="DURATION", help=f"6h, 24h, 7d, 30d... (default {since})"
+    )
+    window.add_argument("--from", dest="start", metavar="TIME", help="ISO-8601 start")
+    window.add_argument("--until", metavar="TIME", help="ISO-8601 end (default now)")
+    if filters:
+        parser.add_argument("--env", metavar="ENV", help="only this environment")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the API's JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="popcon", add_help=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    top = commands.add_parser(
+        "top", help="libraries by processes", description="Libraries by processes that used them."
+    )
+    _common(top, "6h")
+    top.add_argument(
+        "--direct",
+        action="store_true",
+        help="count only processes that imported the library from user code",
+    )
+    top.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only reports carrying this label (repeatable)",
+    )
+    top.add_argument("--origin", choices=("env", "user"), help="only this origin")
+    top.add_argument("--limit", type=int, metavar="N", help="show the first N only")
+
+    unused = commands.add_parser(
+        "unused",
+        help="installed but imported by nobody",
+        description="Distributions in an environment's latest inventory that no process "
+        "imported in the window.",
+    )
+    _common(unused, "30d")
+    user = commands.add_parser(
+        "user-installed",
+        help="imported from user sites, missing from the environment",
+        description="Libraries imported from user sites (pip install --user) that the "
+        "environment does not provide: candidates to add to the image.",
+    )
+    _common(user, "30d")
+    why = commands.add_parser(
+        "why",
+        help="what pulls a library in, and how often it is used directly",
+        description="The distributions whose code imported LIB, and its direct share.",
+    )
+    why.add_argument("library", metavar="LIB")
+    _common(why, "30d")
+    versions = commands.add_parser(
+        "versions", help="versions of a library in use", description="Versions of LIB in use."
+    )
+    versions.add_argument("library", metavar="LIB")
+    _common(versions, "30d")
+    envs = commands.add_parser(
+        "envs",
+        help="environments that report",
+        description="Environments: labels, last seen, inventory size, processes.",
+    )
+    _common(envs, "-", filters=False)
+    return parser
+
+
+def window_params(args: argparse.Namespace, default_since: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if args.start:
+        params["from"] = args.start
+    else:
+        params["since"] = args.since or default_since
+    if args.until:
+        params["until"] = args.until
+    if getattr(args, "env", None):
+        params["env"] = args.env
+    return params
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+class Shown:
+    """What a command prints: a caption, table columns and rows, and the JSON answer."""
+
+    def __init__(
+        self, answer: Any, columns: Sequence[Column], rows: list[dict[str, Any]], caption: str
+    ) -> None:
+        self.answer = answer
+        self.columns = columns
+        self.rows = rows
+        self.caption = caption
+
+
+def _window_text(answer: Mapping[str, Any]) -> str:
+    return f"{answer.get('from', '?')} to {answer.get('until', '?')}"
+
+
+def _hidden_note(answer: Mapping[str, Any]) -> str:
+    n = answer.get("min_count", 1)
+    return f'; counts under {n} shown as "fewer than {n}"' if n and n > 1 else ""
+
+
+def command_top(args: argparse.Namespace, fetch: Callable) -> Shown:
+    params = window_params(args, "6h")
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"--label: expected KEY=VALUE, got {item!r}", 2)
+        params[f"label.{key}"] = value
+    if args.direct:
+        params["level"] = "direct"
+    if args.origin:
+        params["origin"] = args.origin
+    answer = fetch("libraries", params)
+    rows = answer["libraries"][: args.limit] if args.limit else answer["libraries"]
+    columns = [("LIBRARY", "name"), ("PROCESSES", "processes")]
+    if not args.direct:
+        columns += [("DIRECT", "direct"), ("TRANSITIVE", "transitive")]
+    scope = f"environment {args.env}" if args.env else "all environments"
+    caption = (
+        f"{'Direct use' if args.direct else 'Libraries'} {_window_text(answer)}, {scope}"
+        f"{_hidden_note(answer)}"
+    )
+    return Shown(answer, columns, rows, caption)
+
+
+def command_unused(args: argparse.Namespace, fetch: Callable) -> Shown:
+    answer = fetch("unused", window_params(args, "30d"))
+    rows = [
+        {"env": env["env"], "name": lib["name"], "version": lib["version"]}
+        for env in answer["environments"]
+        for lib in env["libraries"]
+    ]
+    caption = f"Installed but not imported {_window_text(answer)}"
+    columns = [("ENVIRONMENT", "env"), ("LIBRARY", "name"), ("VERSION", "version")]
+    return Shown(answer, columns, rows, caption)
+
+
+def _versions_text(versions: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{v['version']} ({v['processes']})" for v in versions)
+
+
+def command_user_installed(args: argparse.Namespace, fetch: Callable) -> Shown:
+    answer = fetch("user-installed", window_params(args, "30d"))
+    rows = [
+        {**row, "versions_text": _versions_text(row["versions"])} for row in answer["libraries"]
+    ]
+    columns = [
+        ("LIBRARY", "name"),
+        ("ENVIRONMENT", "env"),
+        ("PROCESSES", "processes"),
+        ("VERSIONS", "versions_text"),
+    ]
+    caption = f"Imported from user sites {_window_text(answer)}{_hidden_note(answer)}"
+    return Shown(answer, columns, rows, caption)
+
+
+def _library(args: argparse.Namespace, fetch: Callable) -> dict[str, Any]:
+    try:
+        name = canonical_library(args.library)
+    except BadParameter as error:
+        raise CommandError(str(error), 2) from None
+    return fetch("libraries/" + urllib.parse.quote(name), window_params(args, "30d"))
+
+
+def direct_share(answer: Mapping[str, Any]) -> float | None:
+    """direct / processes, or None when either is hidden or there were no processes."""
+    direct, processes = answer.get("direct"), answer.get("processes")
+    if isinstance(direct, int) and isinstance(processes, int) and processes:
+        return direct / processes
+    return None
+
+
+def command_why(args: argparse.Namespace, fetch: Callable) -> Shown:
+    answer = _library(args, fetch)
+    share = direct_share(answer)
+    share_text = f"{share:.0%}" if share is not None else "-"
+    caption = (
+        f"{answer['name']} {_window_text(answer)}: {answer['processes']} processes, "
+        f"{answer['direct']} direct ({share_text}), {answer['transitive']} transitive"
+        f"{_hidden_note(answer)}\nImported by:"
+    )
+    answer = {**answer, "direct_share": share}
+    rows = [
+        {"importer": row["importer"], "processes": row["processes"]} for row in answer["importers"]
+    ]
+    return Shown(answer, [("IMPORTER", "importer"), ("PROCESSES", "processes")], rows, caption)
+
+
+def command_versions(args: argparse.Namespace, fetch: Callable) -> Shown:
+    answer = _library(args, fetch)
+    caption = f"Versions of {answer['name']} in use {_window_text(answer)}{_hidden_note(answer)}"
+    rows = list(answer["versions"])
+    return Shown(answer, [("VERSION", "version"), ("PROCESSES", "processes")], rows, caption)
+
+
+def command_envs(args: argparse.Namespace, fetch: Callable) -> Shown:
+    answer = fetch("environments", {})
+    rows = [
+        {
+            **row,
+            "labels_text": "; ".join(
+                ",".join(f"{k}={v}" for k, v in labels.items())
+                for labels in row["labels"]
+                if labels
+            ),
+        }
+        for row in answer["environments"]
+    ]
+    columns = [
+        ("ENVIRONMENT", "env"),
+        ("PYTHON", "py"),
+        ("LABELS", "labels_text"),
+        ("LAST SEEN", "last_seen"),
+        ("INVENTORY", "inventory_size"),
+        ("PROCESSES", "processes"),
+    ]
+    return Shown(answer, columns, rows, f"Environments{_hidden_note(answer)}")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Callable], Shown]] = {
+    "top": command_top,
+    "unused": command_unused,
+    "user-installed": command_user_installed,
+    "why": command_why,
+    "versions": command_versions,
+    "envs": command_envs,
+}
+
+
+#: Table columns whose CSV form is the structured value (JSON in the cell).
+_CSV_KEYS = {"versions_text": "versions", "labels_text": "labels"}
+
+
+def render(shown: Shown, args: argparse.Namespace) -> str:
+    if args.json:
+        return render_json(shown.answer)
+    if args.csv:
+        keys = [_CSV_KEYS.get(key, key) for _, key in shown.columns]
+        return render_csv([(key, key) for key in keys], shown.rows)
+    if not shown.rows:
+        return f"{shown.caption}\n(nothing)\n"
+    return f"{shown.caption}\n{render_table(shown.columns, shown.rows)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``popcon <command> ...`` for the collector's commands; argv starts with the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        from popcon.server.app import main as serve_main
+
+        return serve_main(argv[1:])
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        print(f"popcon: unknown collector command {argv[0]!r}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    try:
+        if args.min_count < 1:
+            raise CommandError("--min-count: expected at least 1", 2)
+        shown = COMMANDS[args.command](args, fetcher(args))
+    except CommandError as error:
+        print(f"popcon {args.command}: {error}", file=sys.stderr)
+        return error.status
+    try:
+        sys.stdout.write(render(shown, args))
+        sys.stdout.flush()
+    except BrokenPipeError:  # popcon top | head
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
