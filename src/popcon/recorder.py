@@ -51,8 +51,8 @@ def _standard_library_names() -> frozenset:
     names = getattr(sys, "stdlib_module_names", None)
     if names is not None:
         return names | frozenset(sys.builtin_module_names)
-    # Python 3.9: what lives in the standard library's directories.
-    found = set(sys.builtin_module_names)
+    # Python 3.9: what lives in the standard library's directories, and the frozen importlib.
+    found = set(sys.builtin_module_names) | {"_frozen_importlib", "_frozen_importlib_external"}
     stdlib = os.path.dirname(os.__file__)
     for directory in (stdlib, os.path.join(stdlib, "lib-dynload")):
         try:
@@ -66,11 +66,17 @@ def _standard_library_names() -> frozenset:
 
 
 def at_exit() -> None:
-    """Send what is still pending: upgrades found by a last look at user namespaces."""
+    """Send what is still pending (upgrades found by a last look at user namespaces), then
+    close the socket, so that no ResourceWarning reaches the user at shutdown."""
     if _transitive:
         _scan_user_namespaces()
     _flush()
     _await_resolution()
+    if _config is not None:
+        _config.mode = None  # later imports (other exit handlers) send nothing
+        if _config.socket is not None:
+            _config.socket.close()
+            _config.socket = None
 
 
 def after_fork_in_child() -> None:
@@ -93,6 +99,9 @@ def on_import(fullname: str, top: str) -> None:
     distribution that user code imports later is found by ``_scan_user_namespaces``.
     """
     global _map
+    if top in _STDLIB:  # Python 3.9 only: the hook has no list of the standard library
+        _settled.add(top)
+        return
     if _map is None:
         _map = _load_map()
     dist = _map.lookup(fullname, top)
@@ -461,8 +470,7 @@ class _Config:
         child = _Config.__new__(_Config)
         for slot in _Config.__slots__:
             setattr(child, slot, getattr(self, slot))
-        child.socket = None
-        child.resolving = False
+        child.resolving = False  # the socket is shared with the parent: UDP does not mind
         child.queue = []
         return child
 

@@ -213,6 +213,9 @@ def render_page(template: str, prefix: str) -> str:
 class PageHandler(BaseHandler):
     """The dashboard page, for every view path."""
 
+    #: A Hub login sends this page's visitors through the Hub instead of answering 401.
+    serves_page = True
+
     def initialize(self, ctx: ServerContext, prefix: str) -> None:  # type: ignore[override]
         super().initialize(ctx)
         self.prefix = prefix

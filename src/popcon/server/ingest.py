@@ -1,11 +1,12 @@
 """Turn received batches into pending rows, applying the caps; plain functions, no SQL.
 
-The writer keeps one :class:`Pending` (rows keyed by names, at the finest bucket) and one
-:class:`Admission` (which environments, label sets and libraries are already counted, so the
-caps hold). :func:`expand_batch` merges a batch into them; the store then writes the pending
-rows through to every tier. Because pending rows are keyed by admitted names, their number is
-bounded by the caps times the buckets spanned, however much junk arrives and however long the
-database stays unavailable.
+The writer is the only writer of the database, so it assigns the ids of environments, label
+sets ("sources") and library names itself, in a :class:`Catalog` loaded at start. New names
+wait in the catalog until a flush inserts them; a failed flush keeps them, so a retry writes
+exactly the same rows. :func:`expand_batch` merges a batch into one :class:`Pending` (rows
+keyed by ids, at the finest bucket). The catalog also enforces the caps, so pending rows are
+bounded by the caps times the buckets spanned, however much junk arrives and however long
+the database stays unavailable.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from popcon.server.decode import InventoryPart, UseReport
 
 _LEVEL_INDEX = {"direct": 0, "transitive": 1, "upgrade": 2, "unknown": 3}
-_ORIGIN_CODES = {"env": 0, "user": 1, "unknown": 2}
+ORIGIN_CODES = {"env": 0, "user": 1, "unknown": 2}
 
-UsageKey = tuple[int, str, str, str, int]  # bucket, env, labels text, library, origin code
+#: (source id, bucket, library id, origin code, version)
+UsageKey = tuple[int, int, int, int, str]
 
 
 @dataclass
@@ -30,125 +32,157 @@ class Limits:
 
 
 @dataclass
-class Admission:
-    """Names already counted (loaded from the database at start and after each sweep)."""
+class Catalog:
+    """Ids of names, what each environment already counts (for the caps), and the names
+    assigned an id but not yet inserted (``new_*``, cleared after a successful flush)."""
 
-    envs: set[str] = field(default_factory=set)
-    label_sets: dict[str, set[str]] = field(default_factory=dict)
-    libs_per_env: dict[str, set[str]] = field(default_factory=dict)
-    libs: set[str] = field(default_factory=set)
+    envs: dict[str, int] = field(default_factory=dict)
+    sources: dict[tuple[int, str], int] = field(default_factory=dict)
+    libs: dict[str, int] = field(default_factory=dict)
+    #: env id → number of label sets; env id → admitted library ids
+    label_sets: dict[int, int] = field(default_factory=dict)
+    env_libs: dict[int, set[int]] = field(default_factory=dict)
+    next_env: int = 1
+    next_source: int = 1
+    next_lib: int = 1
+    new_envs: list[tuple[int, str]] = field(default_factory=list)
+    new_sources: list[tuple[int, int, str]] = field(default_factory=list)
+    new_libs: list[tuple[int, str]] = field(default_factory=list)
 
-    def admit_env(self, env: str, limits: Limits) -> bool:
-        if env in self.envs:
-            return True
+    def env_id(self, name: str, limits: Limits) -> int | None:
+        env_id = self.envs.get(name)
+        if env_id is not None:
+            return env_id
         if len(self.envs) >= limits.max_environments:
-            return False
-        self.envs.add(env)
-        self.label_sets[env] = set()
-        self.libs_per_env[env] = set()
-        return True
+            return None
+        env_id = self.envs[name] = self.next_env
+        self.next_env += 1
+        self.label_sets[env_id] = 0
+        self.env_libs[env_id] = set()
+        self.new_envs.append((env_id, name))
+        return env_id
 
-    def admit_labels(self, env: str, labels: str, limits: Limits) -> bool:
-        known = self.label_sets[env]
-        if labels in known:
-            return True
-        if len(known) >= limits.max_label_sets_per_env:
-            return False
-        known.add(labels)
-        return True
+    def source_id(self, env_id: int, labels: str, limits: Limits) -> int | None:
+        source_id = self.sources.get((env_id, labels))
+        if source_id is not None:
+            return source_id
+        if self.label_sets[env_id] >= limits.max_label_sets_per_env:
+            return None
+        source_id = self.sources[(env_id, labels)] = self.next_source
+        self.next_source += 1
+        self.label_sets[env_id] += 1
+        self.new_sources.append((source_id, env_id, labels))
+        return source_id
 
-    def admit_library(self, known: set[str], name: str, limits: Limits) -> bool:
-        """``known`` is ``libs_per_env[env]``; the name joins it if the caps allow."""
+    def lib_id(self, known: set[int], name: str, limits: Limits) -> int | None:
+        """The id of library ``name`` if the environment whose set is ``known`` may count it."""
+        lib_id = self.libs.get(name)
+        if lib_id is not None and lib_id in known:
+            return lib_id
         if len(known) >= limits.max_libraries_per_env:
-            return False
-        if name not in self.libs:
+            return None
+        if lib_id is None:
             if len(self.libs) >= limits.max_libraries:
-                return False
-            self.libs.add(name)
-        known.add(name)
-        return True
+                return None
+            lib_id = self.libs[name] = self.next_lib
+            self.next_lib += 1
+            self.new_libs.append((lib_id, name))
+        known.add(lib_id)
+        return lib_id
+
+    def saved(self) -> None:
+        """The ``new_*`` names are in the database now."""
+        self.new_envs.clear()
+        self.new_sources.clear()
+        self.new_libs.clear()
 
 
 @dataclass
 class Pending:
-    """Rows waiting to be written, at the finest bucket, keyed by names."""
+    """Rows waiting to be written, at the finest bucket, keyed by ids."""
 
-    #: (bucket, env, labels, library, origin) → [direct, transitive, upgrade, unknown]
+    #: (source, bucket, library, origin, version) → [direct, transitive, upgrade, unknown]
     usage: dict[UsageKey, list[int]] = field(default_factory=dict)
-    #: (bucket, env, library, version) → processes
-    versions: Counter = field(default_factory=Counter)
-    #: (bucket, env, importer, library) → records
+    #: (library, bucket, env, importer) → transitive records
     edges: Counter = field(default_factory=Counter)
-    #: (bucket, env, labels) → processes
+    #: (source, bucket) → processes
     reports: Counter = field(default_factory=Counter)
-    #: env → (last bucket seen, python version); (env, labels) → last bucket seen
-    env_seen: dict[str, tuple[int, str]] = field(default_factory=dict)
-    source_seen: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: env → (inventory id, bucket when complete, {name: version}); the latest complete one
-    inventories: dict[str, tuple[str, int, dict[str, str]]] = field(default_factory=dict)
+    #: env id → (last bucket seen, python version); source id → last bucket seen
+    env_seen: dict[int, tuple[int, str]] = field(default_factory=dict)
+    source_seen: dict[int, int] = field(default_factory=dict)
+    #: env id → (inventory id, bucket when complete, {name: version}); the latest complete one
+    inventories: dict[int, tuple[str, int, dict[str, str]]] = field(default_factory=dict)
     results: Counter = field(default_factory=Counter)
 
     def __bool__(self) -> bool:
-        return bool(self.usage or self.reports or self.env_seen or self.inventories or self.results)
+        return bool(
+            self.usage
+            or self.edges
+            or self.reports
+            or self.env_seen
+            or self.inventories
+            or any(self.results.values())
+        )
 
     def size(self) -> int:
-        return len(self.usage) + len(self.versions) + len(self.edges) + len(self.reports)
+        return len(self.usage) + len(self.edges) + len(self.reports)
 
 
-def _labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    """``(("hub", "a"), ("ns", "b"))`` → ``"hub=a,ns=b"`` (labels arrive sorted by key)."""
     return ",".join(f"{k}={v}" for k, v in labels)
 
 
-def _see(pending: Pending, env: str, labels: str, bucket: int, py: str) -> None:
-    seen = pending.env_seen.get(env)
+def _see(pending: Pending, env_id: int, bucket: int, py: str) -> None:
+    seen = pending.env_seen.get(env_id)
     if seen is None or seen[0] <= bucket:
-        pending.env_seen[env] = (bucket, py or (seen[1] if seen else ""))
-    source = (env, labels)
-    if pending.source_seen.get(source, -1) < bucket:
-        pending.source_seen[source] = bucket
+        pending.env_seen[env_id] = (bucket, py or (seen[1] if seen else ""))
 
 
 def expand_use(
     pending: Pending,
-    admission: Admission,
+    catalog: Catalog,
     limits: Limits,
     bucket: int,
     report: UseReport,
     count: int,
 ) -> str:
     """Add ``count`` identical reports; returns the datagrams' result (``ok`` or a cap)."""
-    env = report.env
-    if not admission.admit_env(env, limits):
+    env_id = catalog.env_id(report.env, limits)
+    if env_id is None:
         return "env_cap"
-    labels = _labels_text(report.labels)
-    if not admission.admit_labels(env, labels, limits):
+    source_id = catalog.source_id(env_id, labels_text(report.labels), limits)
+    if source_id is None:
         return "labels_cap"
-    known = admission.libs_per_env[env]
+    known = catalog.env_libs[env_id]
+    libs = catalog.libs
     result = "ok"
     usage = pending.usage
-    versions = pending.versions
     for lib in report.libs:
-        name = lib.name
-        if name not in known and not admission.admit_library(known, name, limits):
-            result = "library_cap"
-            continue
-        key = (bucket, env, labels, name, _ORIGIN_CODES[lib.origin])
+        lib_id = libs.get(lib.name)
+        if lib_id is None or lib_id not in known:
+            lib_id = catalog.lib_id(known, lib.name, limits)
+            if lib_id is None:
+                result = "library_cap"
+                continue
+        key = (source_id, bucket, lib_id, ORIGIN_CODES[lib.origin], lib.version)
         row = usage.get(key)
         if row is None:
             row = usage[key] = [0, 0, 0, 0]
-        level = lib.level
-        row[_LEVEL_INDEX[level]] += count
-        if level != "upgrade":
-            versions[(bucket, env, name, lib.version)] += count
-        importer = lib.importer
-        if importer is not None:
-            if importer in known or admission.admit_library(known, importer, limits):
-                pending.edges[(bucket, env, importer, name)] += count
-            else:
+        row[_LEVEL_INDEX[lib.level]] += count
+        if lib.importer is not None:
+            importer_id = libs.get(lib.importer)
+            if importer_id is None or importer_id not in known:
+                importer_id = catalog.lib_id(known, lib.importer, limits)
+            if importer_id is None:
                 result = "library_cap"
+            else:
+                pending.edges[(lib_id, bucket, env_id, importer_id)] += count
     if report.processes:
-        pending.reports[(bucket, env, labels)] += report.processes * count
-    _see(pending, env, labels, bucket, report.py)
+        pending.reports[(source_id, bucket)] += report.processes * count
+    _see(pending, env_id, bucket, report.py)
+    if pending.source_seen.get(source_id, -1) < bucket:
+        pending.source_seen[source_id] = bucket
     return result
 
 
@@ -191,7 +225,7 @@ class InventoryAssembler:
 
 def expand_inventory(
     pending: Pending,
-    admission: Admission,
+    catalog: Catalog,
     limits: Limits,
     assembler: InventoryAssembler,
     part: InventoryPart,
@@ -199,20 +233,19 @@ def expand_inventory(
     now: float,
 ) -> str:
     """Add one inventory part; a complete inventory replaces the env's pending one."""
-    if not admission.admit_env(part.env, limits):
+    env_id = catalog.env_id(part.env, limits)
+    if env_id is None:
         return "env_cap"
     inventory = assembler.add(part, now)
     if inventory is not None:
-        pending.inventories[part.env] = (part.inventory_id, bucket, inventory)
-    seen = pending.env_seen.get(part.env)
-    if seen is None or seen[0] <= bucket:
-        pending.env_seen[part.env] = (bucket, part.py or (seen[1] if seen else ""))
+        pending.inventories[env_id] = (part.inventory_id, bucket, inventory)
+    _see(pending, env_id, bucket, part.py)
     return "ok"
 
 
 def expand_batch(
     pending: Pending,
-    admission: Admission,
+    catalog: Catalog,
     limits: Limits,
     assembler: InventoryAssembler,
     uses: Counter,
@@ -224,12 +257,12 @@ def expand_batch(
     """Merge one batch into ``pending``; datagrams dropped by a cap move from ``ok``."""
     moved: Counter = Counter()
     for (bucket, report), count in uses.items():
-        result = expand_use(pending, admission, limits, bucket, report, count)
+        result = expand_use(pending, catalog, limits, bucket, report, count)
         if result != "ok":
             moved[result] += count
     bucket = int(now) - int(now) % bucket_width
     for part in inventories:
-        result = expand_inventory(pending, admission, limits, assembler, part, bucket, now)
+        result = expand_inventory(pending, catalog, limits, assembler, part, bucket, now)
         if result != "ok":
             moved[result] += 1
     pending.results.update(results)
