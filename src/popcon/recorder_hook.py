@@ -75,11 +75,17 @@ class PopconFinder:
         top = fullname.partition(".")[0]
         if top in _settled or top in _STDLIB:
             return None
+        # Bounded wait: on Python 3.9, where stdlib imports reach this point too, a thread in
+        # the slow path could wait for a module lock held by the thread waiting here.
+        lock = _lock
+        if lock is None or not lock.acquire(True, 0.5):
+            return None
         try:
-            with _lock:
-                (_core or _load_core()).on_import(fullname, top)
+            (_core or _load_core()).on_import(fullname, top)
         except Exception:
             pass
+        finally:
+            lock.release()
         return None
 
     @staticmethod
