@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .recorder_hook import opted_out
 
 PTH_NAME = "popcon.pth"
 PTH_LINE = "import _popcon_hook; _popcon_hook.start()\n"
@@ -45,7 +46,7 @@ _STATUS = """
 import json, os, sys
 site = sys.argv[1]
 sys.path.insert(0, site)
-import _popcon_hook as hook, _popcon_recorder as core
+import _popcon_recorder as core
 sites = [s for s in json.loads(sys.argv[2]) if os.path.isdir(s)]
 labels, rejected = core.parse_labels(os.environ.get("POPCON_LABELS", ""))
 print(json.dumps({
@@ -53,7 +54,6 @@ print(json.dumps({
     "environment_label": core.environment_label(os.environ),
     "labels": dict(labels),
     "rejected_labels": rejected,
-    "opted_out": hook.opted_out(os.environ),
 }))
 """
 
@@ -79,9 +79,11 @@ def describe_interpreter(python: str | None) -> dict:
 def _run_target(executable: str, arguments: list, *, what: str) -> str:
     # -I: ignore PYTHON* variables, the user site and the current directory. Not -S: in a
     # virtual environment it is site that sets sys.prefix to the environment.
+    # POPCON_DISABLE: the target may be enabled already; its recorder has nothing to do here.
     try:
         result = subprocess.run(
             [executable, "-I", *arguments],
+            env={**os.environ, "POPCON_DISABLE": "1"},
             capture_output=True,
             text=True,
             timeout=120,
@@ -187,6 +189,7 @@ def status(python: str | None = None) -> dict:
         "collector": os.environ.get("POPCON_COLLECTOR") or "udp://127.0.0.1:8137",
     }
     if enabled:
+        report["opted_out"] = opted_out(os.environ)
         report.update(
             json.loads(
                 _run_target(

@@ -19,6 +19,7 @@ _MAX_LABELS = 8
 _MAX_INVENTORY_PARTS = 64
 _RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
+_SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
 
 
 # Per-process state. ``_settled`` is the hook's set of top-level names whose imports need no
@@ -34,6 +35,7 @@ _seq = 0  # datagrams sent by this process
 _config = None  # the _Config, read at the first send
 _ipython_hooked = False
 _last_scan = -1e9  # time.monotonic() of the last upgrade scan
+_last_scan_size = 0  # how many namespace entries it looked at
 _lock = None  # the hook's lock: one thread at a time in here
 _OWN_MODULES = frozenset({"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "popcon"})
 _STDLIB: frozenset = frozenset()
@@ -173,9 +175,10 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
 
     An ``import numpy`` of an already loaded numpy reaches no finder, so the recorder looks at
     what ``__main__`` and the user's own modules hold instead: after each notebook cell, at
-    exit, and (at most once a second, as a notebook namespace can be large) on new imports.
+    exit, and on each new distribution (at most once a second where the namespaces hold more
+    than ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
     """
-    global _ipython_hooked, _last_scan
+    global _ipython_hooked, _last_scan, _last_scan_size
     if not _ipython_hooked and "IPython" in sys.modules:
         _ipython_hooked = _hook_ipython()
     if not _transitive or _map is None:
@@ -183,9 +186,10 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
     import time
 
     now = time.monotonic()
-    if throttle and now - _last_scan < 1.0:
+    if throttle and _last_scan_size > _SCAN_THROTTLE_SIZE and now - _last_scan < 1.0:
         return
     _last_scan = now
+    _last_scan_size = 0
     module_type = type(sys)
     module_dict = module_type.__dict__["__dict__"].__get__
     function_types = (type(_scan_user_namespaces), type(len))
@@ -195,12 +199,20 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
         if module is None or not issubclass(type(module), module_type):
             continue
         values = list(module_dict(module).values())[:_SCAN_LIMIT]
+        _last_scan_size += len(values)
         for value in values:
             kind = type(value)
             if issubclass(kind, module_type):
                 held = module_dict(value).get("__name__")
             elif kind in function_types or issubclass(kind, type):
                 held = getattr(value, "__module__", None)
+            elif kind.__dictoffset__:
+                # Function-like objects (numpy's array-function dispatchers) keep __module__
+                # in their own __dict__; read it without running any __getattr__.
+                try:
+                    held = object.__getattribute__(value, "__dict__").get("__module__")
+                except Exception:
+                    continue
             else:
                 continue
             if type(held) is not str:

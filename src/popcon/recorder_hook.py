@@ -73,8 +73,8 @@ class PopconFinder:
     @staticmethod
     def find_spec(fullname, path=None, target=None):
         top = fullname.partition(".")[0]
-        if top in _settled or top in _STDLIB:
-            return None
+        if top in _settled or top in _STDLIB or top.startswith("_sysconfigdata"):
+            return None  # (sysconfig's per-platform data module is missing from the list)
         # Bounded wait: on Python 3.9, where stdlib imports reach this point too, a thread in
         # the slow path could wait for a module lock held by the thread waiting here.
         lock = _lock

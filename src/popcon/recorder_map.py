@@ -193,7 +193,10 @@ def _record_paths(record: str) -> list:
         if line.startswith('"'):  # a path with a comma in it, CSV-quoted: rare, so lazy
             import csv
 
-            paths.extend(row[0] for row in csv.reader([line]) if row)
+            try:
+                paths.extend(row[0] for row in csv.reader([line]) if row)
+            except csv.Error:
+                continue  # one broken line does not lose the distribution
         else:
             paths.append(line.split(",", 1)[0])
     return paths

@@ -1,0 +1,395 @@
+"""What the recorder costs a Python process, against a baseline measured in the same run.
+
+    python benchmarks/recorder_overhead.py [--quick] [--scale FACTOR]
+
+One virtual environment (created and cached under ~/.cache/popcon-bench) holds pandas and
+``popularity-contest`` 0.4.1. Three variants run on it, interleaved round-robin:
+
+- ``bare``: nothing enabled;
+- ``popcon``: ``popcon enable`` (its ``popcon.pth``);
+- ``popcontest``: popularity-contest 0.4.1 with the two lines its README gives
+  (``import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()``), run
+  from a ``.pth`` so that it covers every process as popcon does (its README puts them in an
+  IPython startup file, which plain ``python`` processes never run).
+
+Switching variants renames the ``.pth`` files and then restores the site-packages directory's
+modification time, so popcon's module map stays fresh (the environment did not change).
+
+Measured over many interleaved runs (OpenBLAS and OpenMP held to one thread, whose spinning
+makes CPU times noisy):
+
+1. ``python -c pass``: whole-process wall time and CPU time (user + system, from ``wait4``);
+2. ``python -c "import pandas"``: the same, and the ``import pandas`` statement alone, timed
+   inside the process;
+3. work at exit, inside the process: a ``.pth`` sorted before the others registers an
+   ``atexit`` handler (so it runs last) and the command registers one last (so it runs first);
+   each prints ``time.perf_counter_ns()``. Their difference is all exit-time work, the
+   recorder's included; the bare variant's difference is subtracted.
+
+Each target is judged on the median of the per-round differences popcon - bare, with a
+bootstrap 95 % interval: MET when the whole interval is within the target, NOT MET when all of
+it is above, UNRESOLVED when the machine is too noisy to tell (then run with ``--scale``). The
+difference of 10th percentiles is printed too: other jobs on the machine only add time, so it
+is the less disturbed figure.
+
+The datagrams each variant sends go to a UDP socket of this script and are counted, to show
+that the variant measured is really doing its job. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("POPCON_BENCH_CACHE", Path.home() / ".cache" / "popcon-bench"))
+REQUIREMENTS = ("pandas", "popularity-contest==0.4.1")
+VARIANTS = ("bare", "popcon", "popcontest")
+
+POPCONTEST_PTH = "zz-popularity-contest.pth"
+POPCONTEST_LINE = (
+    "import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()\n"
+)
+EXIT_PROBE_PTH = "00-popcon-bench-exit.pth"
+EXIT_PROBE_LINE = (
+    "import atexit, os, time; os.environ.get('POPCON_BENCH_EXIT') and atexit.register("
+    "lambda: __import__('os').write(1, b'end %d\\n' % __import__('time').perf_counter_ns()))\n"
+)
+EXIT_START = (
+    "import atexit, os, time; atexit.register("
+    "lambda: os.write(1, b'start %d\\n' % time.perf_counter_ns()))"
+)
+
+TARGET_STARTUP_MS = 0.5
+TARGET_PANDAS_RATIO = 0.005
+TARGET_EXIT_MS = 0.5
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def popcon_command() -> list:
+    return [sys.executable, "-m", "popcon"]
+
+
+def popcon_environ() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def build_venv() -> Path:
+    key = hashlib.sha256("\n".join([sys.version, *REQUIREMENTS]).encode()).hexdigest()[:12]
+    venv = CACHE / f"bench-{key}"
+    done = venv / ".complete"
+    if not done.exists():
+        print(f"creating {venv} with {', '.join(REQUIREMENTS)} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+             "--disable-pip-version-check", *REQUIREMENTS],
+            check=True,
+        )  # fmt: skip
+        done.write_text("\n".join(REQUIREMENTS) + "\n")
+    return venv
+
+
+def site_packages(venv: Path) -> Path:
+    (found,) = venv.glob("lib/python*/site-packages")
+    return found
+
+
+class Switch:
+    """Turns the variants' ``.pth`` files on and off without making popcon's map stale."""
+
+    def __init__(self, site: Path) -> None:
+        self.site = site
+        for name in ("popcon.pth", POPCONTEST_PTH, EXIT_PROBE_PTH):
+            on, off = site / name, site / (name + ".off")
+            if on.exists():
+                on.replace(off)
+        (site / (POPCONTEST_PTH + ".off")).write_text(POPCONTEST_LINE)
+        (site / (EXIT_PROBE_PTH + ".off")).write_text(EXIT_PROBE_LINE)
+        (site / "popcon.pth.off").unlink(missing_ok=True)
+        result = subprocess.run(
+            [*popcon_command(), "enable", "--python", str(site.parents[2] / "bin" / "python")],
+            env=popcon_environ(),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"popcon enable failed: {result.stderr.strip()}")
+        print(result.stdout.strip())
+        self.on = {"popcon.pth"}
+        self.stamp = site.stat()
+        self.set(set())
+
+    def set(self, names: set) -> None:
+        for name in self.on - names:
+            (self.site / name).replace(self.site / (name + ".off"))
+        for name in names - self.on:
+            (self.site / (name + ".off")).replace(self.site / name)
+        self.on = set(names)
+        os.utime(self.site, ns=(self.stamp.st_atime_ns, self.stamp.st_mtime_ns))
+
+    def variant(self, variant: str, exit_probe: bool = False) -> None:
+        names = {"bare": set(), "popcon": {"popcon.pth"}, "popcontest": {POPCONTEST_PTH}}
+        self.set(names[variant] | ({EXIT_PROBE_PTH} if exit_probe else set()))
+
+
+# --------------------------------------------------------------------------- running
+
+
+class Sink:
+    """A UDP socket that every variant sends to; counts what each run sent."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def drain(self) -> int:
+        count = 0
+        while True:
+            try:
+                self.sock.recv(65536)
+            except BlockingIOError:
+                return count
+            count += 1
+
+
+def run_once(argv: list, env: dict) -> tuple:
+    """(wall ns, cpu ns, stdout) of one process, from fork to reaping."""
+    start = time.perf_counter_ns()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter_ns() - start
+    process.stdout.close()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{argv} exited with {process.returncode}")
+    cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
+    return wall, cpu, output
+
+
+def measure(switch, sink, python, code, env, rounds, contest_every, exit_probe=False) -> dict:
+    """Round-robin over the variants; popularity-contest (slow) only every Nth round.
+
+    Besides wall and CPU time, every ``NAME VALUE`` line the process prints is kept as a
+    sample ``NAME``; the exit probe's ``start``/``end`` marks become the sample ``exit``."""
+    samples = {v: {"wall": [], "cpu": [], "sent": []} for v in VARIANTS}
+    argv = [str(python), "-c", code]
+    for warm in VARIANTS:  # compile caches, inventory stamp, page cache
+        switch.variant(warm, exit_probe)
+        for _ in range(3):
+            run_once(argv, env)
+        sink.drain()
+    for number in range(rounds):
+        order = ["bare", "popcon"] if number % 2 == 0 else ["popcon", "bare"]
+        if number % contest_every == 0:
+            order.insert(number % 3, "popcontest")
+        for variant in order:
+            switch.variant(variant, exit_probe)
+            wall, cpu, output = run_once(argv, env)
+            bucket = samples[variant]
+            bucket["wall"].append(wall)
+            bucket["cpu"].append(cpu)
+            bucket["sent"].append(sink.drain())
+            marks = dict(line.split() for line in output.decode().splitlines() if line)
+            if "start" in marks and "end" in marks:
+                marks["exit"] = int(marks.pop("end")) - int(marks.pop("start"))
+            for name, value in marks.items():
+                bucket.setdefault(name, []).append(int(value))
+    switch.variant("bare")
+    return samples
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def ms(ns: float) -> str:
+    return f"{ns / 1e6:9.3f}"
+
+
+def report(title: str, samples: dict, key: str = "wall") -> dict:
+    medians = {v: statistics.median(s[key]) for v, s in samples.items() if s.get(key)}
+    base = medians["bare"]
+    print(f"\n## {title}")
+    print(
+        f"{'variant':<12}{'runs':>6}{'median ms':>12}{'added ms':>12}{'ratio':>10}"
+        f"{'p10 ms':>11}{'added p10':>11}{'sent/run':>10}"
+    )
+    base_p10 = tenth_percentile(samples["bare"][key])
+    for variant, value in medians.items():
+        runs = len(samples[variant][key])
+        sent = statistics.mean(samples[variant]["sent"])
+        p10 = tenth_percentile(samples[variant][key])
+        print(
+            f"{variant:<12}{runs:>6}{ms(value):>12}{ms(value - base):>12}"
+            f"{value / base:>10.4f}{ms(p10):>11}{ms(p10 - base_p10):>11}{sent:>10.1f}"
+        )
+    return medians
+
+
+def tenth_percentile(values: list) -> float:
+    """Less sensitive than the median to other jobs on the machine, which only add time."""
+    return statistics.quantiles(values, n=10)[0] if len(values) >= 2 else values[0]
+
+
+def paired_differences(samples: dict, key: str) -> list:
+    """popcon - bare, round by round: they ran back to back, so slow drifts of the machine
+    (other jobs, CPU frequency) cancel out."""
+    return [p - b for p, b in zip(samples["popcon"][key], samples["bare"][key])]
+
+
+def floor_difference(samples: dict, key: str) -> float:
+    return tenth_percentile(samples["popcon"][key]) - tenth_percentile(samples["bare"][key])
+
+
+def median_with_interval(values: list, resamples: int = 2000) -> tuple:
+    """Median and a bootstrap 95 % confidence interval of the median."""
+    generator = random.Random(0)
+    medians = sorted(
+        statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    return (
+        statistics.median(values),
+        medians[int(0.025 * resamples)],
+        medians[int(0.975 * resamples) - 1],
+    )
+
+
+def verdict(
+    what: str, values: list, target: float, scale: float, unit: str, floor: float | None = None
+) -> None:
+    """MET when the whole 95 % interval is within the target, NOT MET when it is entirely
+    above it, otherwise UNRESOLVED (the machine is noisier than the target is small)."""
+    middle, low, high = median_with_interval(values)
+    if high <= target:
+        outcome = "MET"
+    elif low > target:
+        outcome = "NOT MET"
+    else:
+        outcome = "UNRESOLVED at this noise (more runs: --scale 3)"
+    shown = ", ".join(f"{x * scale:+.3f}" for x in (low, high))
+    print(
+        f"- {what}: {middle * scale:+.3f} {unit} (95 % interval {shown}; "
+        f"target <= {target * scale:.3f} {unit}): {outcome}"
+    )
+    if floor is not None:
+        print(f"    difference of 10th percentiles: {floor * scale:+.3f} {unit}")
+
+
+PANDAS_CODE = (
+    "import time; _t = time.perf_counter_ns(); import pandas; "
+    "print('import', time.perf_counter_ns() - _t); " + EXIT_START
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every repetition count (default 1)"
+    )
+    arguments = parser.parse_args()
+    rounds = (60, 20, 12) if arguments.quick else (400, 60, 80)
+    pass_rounds, exit_rounds, pandas_rounds = (max(4, round(n * arguments.scale)) for n in rounds)
+
+    venv = build_venv()
+    python = venv / "bin" / "python"
+    switch = Switch(site_packages(venv))
+    sink = Sink()
+    home = Path(tempfile.mkdtemp(prefix="popcon-bench-home-"))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "POPCON_COLLECTOR": f"udp://127.0.0.1:{sink.port}",
+        "PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1",
+        "PYTHON_POPCONTEST_STATSD_PORT": str(sink.port),
+        # numpy's BLAS threads spin at import; one thread makes CPU times far less noisy
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, venv {venv}")
+    started = time.monotonic()
+
+    startup = measure(switch, sink, python, "pass", env, pass_rounds, contest_every=15)
+    startup_wall = report("python -c pass: whole process, wall time", startup)
+    report("python -c pass: CPU time (user + system)", startup, "cpu")
+
+    exit_env = dict(env, POPCON_BENCH_EXIT="1")
+    trivial = measure(
+        switch, sink, python, EXIT_START, exit_env, exit_rounds, contest_every=10, exit_probe=True
+    )
+    trivial_exit = report("-c pass: work at exit, inside the process", trivial, "exit")
+
+    pandas = measure(
+        switch, sink, python, PANDAS_CODE, exit_env, pandas_rounds, contest_every=8,
+        exit_probe=True,
+    )  # fmt: skip
+    pandas_wall = report('python -c "import pandas": whole process, wall time', pandas)
+    report('python -c "import pandas": CPU time (user + system)', pandas, "cpu")
+    pandas_import = report('"import pandas" statement, inside the process', pandas, "import")
+    report('"import pandas": work at exit, inside the process', pandas, "exit")
+
+    print("\n## Targets (issue 2): popcon - bare, paired round by round")
+    verdict(
+        "added start-up, python -c pass (wall)",
+        paired_differences(startup, "wall"), TARGET_STARTUP_MS * 1e6, 1e-6, "ms",
+        floor_difference(startup, "wall"),
+    )  # fmt: skip
+    verdict(
+        "added start-up, python -c pass (CPU)",
+        paired_differences(startup, "cpu"), TARGET_STARTUP_MS * 1e6, 1e-6, "ms",
+        floor_difference(startup, "cpu"),
+    )  # fmt: skip
+    for key, base in (("wall", pandas_wall["bare"]), ("import", pandas_import["bare"])):
+        where = "whole process" if key == "wall" else "the import statement alone"
+        verdict(
+            f'added time, python -c "import pandas", {where} (% of bare)',
+            [d / base for d in paired_differences(pandas, key)],
+            TARGET_PANDAS_RATIO, 100, "%", floor_difference(pandas, key) / base,
+        )  # fmt: skip
+    for label, samples in (("-c pass", trivial), ("import pandas", pandas)):
+        verdict(
+            f"work at exit, {label}",
+            paired_differences(samples, "exit"), TARGET_EXIT_MS * 1e6, 1e-6, "ms",
+        )  # fmt: skip
+    print(
+        "- popularity-contest 0.4.1, for comparison: "
+        f"+{(startup_wall['popcontest'] - startup_wall['bare']) / 1e6:.1f} ms on -c pass, "
+        f"+{(pandas_wall['popcontest'] - pandas_wall['bare']) / 1e6:.1f} ms on import pandas, "
+        f"+{(trivial_exit['popcontest'] - trivial_exit['bare']) / 1e6:.1f} ms of it at exit; "
+        f"{statistics.mean(startup['popcontest']['sent']):.0f} datagrams per -c pass"
+    )
+    switch.variant("popcon")  # leave the venv enabled, as popcon enable left it
+    status = subprocess.run(
+        [*popcon_command(), "status", "--python", str(python)],
+        env=popcon_environ(),
+        capture_output=True,
+        text=True,
+    )
+    maps = [
+        line.split(None, 1)[1] for line in status.stdout.splitlines() if line.startswith("map:")
+    ]
+    print(f"- popcon's module map after the runs: {'; '.join(maps) or status.stderr.strip()}")
+    print(f"\n{time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""``popcon enable``, ``disable`` and ``status`` on real virtual environments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from recorder_testlib import (
+    build_wheel,
+    clean_environ,
+    first_records,
+    pip_install,
+    popcon_cli,
+    run,
+    unwritable,
+    use_libs,
+    write_dist_info,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _listing(venv) -> set:
+    """What site-packages holds; an empty ``__pycache__`` left behind does not count."""
+    return {
+        path.name
+        for path in venv.site_packages.iterdir()
+        if not (path.name == "__pycache__" and not any(path.iterdir()))
+    }
+
+
+def _status(venv, env) -> dict:
+    result = popcon_cli("status", "--json", "--python", venv.python, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_enable_disable_status_are_idempotent(new_venv, home, recorder_env, listener, workdir):
+    venv = new_venv(enable=False)
+    write_dist_info(venv.site_packages, "tiny-lib", "1.0", {"tiny_lib.py": "X = 1\n"})
+    env = clean_environ(home)
+    before = _listing(venv)
+    assert _status(venv, env)["enabled"] is False
+
+    for _ in range(2):
+        result = popcon_cli("enable", "--python", venv.python, env=env)
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
+        assert {"popcon.pth", "_popcon_recorder.py", "popcon-cache"} <= _listing(venv)
+        report = _status(venv, env)
+        assert report["enabled"] is True
+        assert report["recorder_version"] == report["popcon_version"]
+        assert [m["state"] for m in report["maps"]] == ["fresh"]
+    mtime = venv.site_packages.stat().st_mtime_ns
+    assert popcon_cli("enable", "--python", venv.python, env=env).returncode == 0
+    assert venv.site_packages.stat().st_mtime_ns == mtime, "a repeated enable changed the venv"
+
+    # The venv has no popcon installed, yet its processes record.
+    assert "popcon" not in venv.metadata_versions()
+    result = run([venv.python, "-c", "import tiny_lib"], env=recorder_env(), cwd=workdir)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert set(first_records(use_libs(listener.datagrams()))) == {"tiny-lib"}
+    listener.clear()
+
+    for _ in range(2):
+        result = popcon_cli("disable", "--python", venv.python, env=env)
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
+        assert _listing(venv) == before
+        assert _status(venv, env)["enabled"] is False
+    result = run([venv.python, "-c", "import tiny_lib"], env=recorder_env(), cwd=workdir)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert listener.settle() == [], "a disabled venv still sends"
+
+
+def test_status_text_says_enabled_and_where_data_goes(new_venv, home):
+    venv = new_venv()
+    env = clean_environ(home, POPCON_COLLECTOR="udp://127.0.0.1:9999")
+    result = popcon_cli("status", "--python", venv.python, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "enabled" in result.stdout and "udp://127.0.0.1:9999" in result.stdout
+    assert "fresh" in result.stdout
+
+
+def test_status_reports_opt_out_and_rejected_labels(new_venv, home):
+    venv = new_venv()
+    (home / ".config" / "popcon").mkdir(parents=True)
+    (home / ".config" / "popcon" / "disable").touch()
+    env = clean_environ(home, POPCON_LABELS="hub=research,Bad=1,team=a b")
+    report = _status(venv, env)
+    assert report["opted_out"] is True
+    assert report["labels"] == {"hub": "research"}
+    assert len(report["rejected_labels"]) == 2
+    text = popcon_cli("status", "--python", venv.python, env=env).stdout
+    assert "Bad=1" in text
+
+
+def test_status_notices_a_stale_map(new_venv, home, wheelhouse, recorder_env, listener, workdir):
+    venv = new_venv()
+    env = clean_environ(home)
+    wheel = build_wheel(wheelhouse, "late-comer", "1.0", {"late_comer.py": ""})
+    pip_install(venv, "--no-index", "--no-deps", wheel)
+    assert [m["state"] for m in _status(venv, env)["maps"]] == ["stale"]
+    # The next process that needs the map rebuilds it and stores it for the others.
+    result = run([venv.python, "-c", "import late_comer"], env=recorder_env(), cwd=workdir)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert set(first_records(use_libs(listener.datagrams()))) == {"late-comer"}
+    assert [m["state"] for m in _status(venv, env)["maps"]] == ["fresh"]
+
+
+@pytest.mark.parametrize("command", ["enable", "disable"])
+def test_read_only_site_packages_is_a_one_line_error(new_venv, home, command):
+    venv = new_venv(enable=command == "disable")
+    env = clean_environ(home)
+    before = _listing(venv)
+    with unwritable(venv.site_packages):
+        result = popcon_cli(command, "--python", venv.python, env=env)
+        status = popcon_cli("status", "--python", venv.python, env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(venv.site_packages) in lines[0] or "writ" in lines[0]
+    assert _listing(venv) == before
+    assert status.returncode == 0, status.stderr
+
+
+def test_bad_python_names_the_flag(home, tmp_path):
+    result = popcon_cli("enable", "--python", tmp_path / "no-such-python", env=clean_environ(home))
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "--python" in result.stderr
+
+
+def test_status_of_the_workload(workload_venv, home):
+    report = _status(workload_venv, clean_environ(home))
+    assert report["enabled"] is True
+    assert [m["state"] for m in report["maps"]] == ["fresh"]
+    assert report["maps"][0]["distributions"] == len(workload_venv.metadata_versions())
