@@ -96,9 +96,9 @@ def test_bare_install_imports_only_the_standard_library(bare_venv: Path) -> None
     assert result.stdout.strip() == "[]"
 
 
-def test_collector_commands_explain_the_missing_extra(bare_venv: Path) -> None:
+def test_serve_explains_the_missing_extra(bare_venv: Path) -> None:
     result = subprocess.run(
-        [str(bare_venv / "bin" / "popcon"), "top"], capture_output=True, text=True
+        [str(bare_venv / "bin" / "popcon"), "serve"], capture_output=True, text=True
     )
     assert result.returncode == 1
     assert "pip install 'popcon[server]'" in result.stderr

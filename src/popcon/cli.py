@@ -13,6 +13,8 @@ import sys
 
 from . import __version__
 
+# What the extra popcon[server] brings; `top` and friends need none of it.
+SERVER_DEPENDENCIES = frozenset({"traitlets", "tornado", "prometheus_client"})
 SERVER_COMMANDS = ("serve", "top", "unused", "user-installed", "why", "versions", "envs", "demo")
 
 
@@ -91,12 +93,14 @@ def _server_command(argv: list) -> int:
         return demo_main(argv[1:])
     try:
         from .server.cli import main as server_main
-    except ImportError as error:
-        missing = getattr(error, "name", None) or str(error)
+
+        return server_main(argv)
+    except ModuleNotFoundError as error:
+        if error.name not in SERVER_DEPENDENCIES:
+            raise
         print(
-            f"popcon {argv[0]}: needs the collector's dependencies (missing: {missing}); "
+            f"popcon {argv[0]}: needs the collector's dependencies (missing: {error.name}); "
             "install them with: pip install 'popcon[server]'",
             file=sys.stderr,
         )
         return 1
-    return server_main(argv)

@@ -37,15 +37,17 @@ _ipython_hooked = False
 _last_scan = -1e9  # time.monotonic() of the last upgrade scan
 _last_scan_size = 0  # how many namespace entries it looked at
 _lock = None  # the hook's lock: one thread at a time in here
+_load_module = None  # the hook's load_beside: loads the map builder when needed
 _OWN_MODULES = frozenset({"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "popcon"})
 _STDLIB: frozenset = frozenset()
 
 
-def attach(settled: set, lock) -> None:
+def attach(settled: set, lock, load_module) -> None:
     """Called once by the hook, on the first import it cannot settle by itself."""
-    global _settled, _lock, _STDLIB
+    global _settled, _lock, _load_module, _STDLIB
     _settled = settled
     _lock = lock
+    _load_module = load_module
     _STDLIB = _standard_library_names()
 
 
@@ -118,6 +120,8 @@ def on_import(fullname: str, top: str) -> None:
         return
     if dist[0] not in _levels:
         importer = _importing_distribution(sys._getframe(1))
+        if importer is _AT_START_UP:
+            return  # a .pth file or sitecustomize importing: nobody's use (yet)
         if importer is not None and importer[0] == dist[0]:
             return  # its own code, loaded before the recorder started: not a use yet
         _record(dist, importer)
@@ -127,29 +131,41 @@ def on_import(fullname: str, top: str) -> None:
         _settled.add(top)
 
 
+_AT_START_UP = ("(start-up)", "-", "env")  # what _importing_distribution says during site
+
+
 def _importing_distribution(frame) -> "tuple | None":
-    """The distribution whose code is importing, or None when user code is.
+    """The distribution whose code is importing, None when user code is, or ``_AT_START_UP``
+    when the import runs under ``site`` (a ``.pth`` file, ``sitecustomize``).
 
     Walks out from the import machinery, looking through standard-library frames (importlib,
     runpy, pickle, ...) and the recorder's own. The first other frame decides: a module of an
     installed distribution makes the import transitive; anything else is user code. A script,
     ``-c`` and a notebook cell run as ``__main__``; ``python -m pkg`` runs as ``__main__`` with
-    ``__spec__.name == "pkg"``, which makes ``pkg``'s distribution the importer.
+    ``__spec__.name == "pkg"``, which makes ``pkg``'s distribution the importer. The walk goes
+    on to the outermost frame, to see whether ``site`` is running.
     """
+    decided = False
+    importer = None
     while frame is not None:
         module_globals = frame.f_globals
         name = module_globals.get("__name__")
-        if type(name) is str:
+        if name == "site":
+            return _AT_START_UP
+        if not decided and type(name) is str:
             if name == "__main__":
                 spec = module_globals.get("__spec__")
                 name = getattr(spec, "name", None) if spec is not None else None
                 if type(name) is not str or name == "__main__":
-                    return None
-            top = name.partition(".")[0]
-            if top not in _STDLIB and top not in _OWN_MODULES:
-                return _map.lookup(name, top) if _map is not None else None
+                    decided = True
+                    name = None
+            if name is not None:
+                top = name.partition(".")[0]
+                if top not in _STDLIB and top not in _OWN_MODULES:
+                    decided = True
+                    importer = _map.lookup(name, top) if _map is not None else None
         frame = frame.f_back
-    return None
+    return importer
 
 
 def _record(dist: tuple, importer: "tuple | None") -> None:
@@ -218,7 +234,11 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
             if type(held) is not str:
                 continue
             dist = _map.lookup(held, held.partition(".")[0])
-            if dist is not None and dist[0] in _transitive:
+            if dist is None:
+                continue
+            if dist[0] not in _levels:
+                _record(dist, None)  # loaded at start-up (by a .pth), then used by user code
+            elif dist[0] in _transitive:
                 _upgrade(dist)
                 if not _transitive:
                     return
@@ -307,11 +327,13 @@ def _site_directories() -> list:
         env_sites = [p for p in sys.path if p.endswith("site-packages")]
     candidates.extend((p, "env") for p in env_sites)
     for path, origin in candidates:
-        if not os.path.isdir(path):
+        try:
+            status = os.stat(path)
+        except OSError:
             continue
-        real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
+        identity = (status.st_dev, status.st_ino)  # lib64 -> lib links name one directory
+        if identity not in seen:
+            seen.add(identity)
             found.append((path, origin))
     return found
 
@@ -359,25 +381,22 @@ def _cache_directory() -> "str | None":
     return os.path.join(base, "popcon") if base else None
 
 
-def _site_cache_files(site_path: str) -> list:
+def _site_cache_files(site_path: str):
     """Where a site directory's map may be stored: beside it (written by ``popcon enable``,
-    shared by every user) first, then in the user's cache directory."""
-    files = []
+    shared by every user) first, then in the user's cache directory (named only if asked)."""
     beside = os.path.join(site_path, "popcon-cache")
     if os.path.isdir(beside):
-        files.append(os.path.join(beside, "map.marshal"))
+        yield os.path.join(beside, "map.marshal")
     cache = _cache_directory()
     if cache:
-        files.append(os.path.join(cache, f"map-{_path_key(site_path)}.marshal"))
-    return files
+        yield os.path.join(cache, f"map-{_path_key(site_path)}.marshal")
 
 
 def _path_key(text: str) -> str:
-    """A short stable key for a path or label (FNV-1a, 64 bits): file names, not security."""
-    value = 0xCBF29CE484222325
-    for byte in text.encode("utf-8", "surrogateescape"):
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return f"{value:016x}"
+    """A short stable key for a path, a label or an inventory (the text's bytes as a number,
+    modulo the largest 64-bit prime): for file names and change detection, not security."""
+    value = int.from_bytes(text.encode("utf-8", "surrogateescape"), "little")
+    return f"{value % 0xFFFFFFFFFFFFFFC5:016x}"
 
 
 def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
@@ -388,11 +407,10 @@ def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
         mtime = os.stat(site_path).st_mtime_ns
     except OSError:
         return None
-    files = _site_cache_files(site_path)
-    for path in files:
+    for path in _site_cache_files(site_path):
         try:
             with open(path, "rb") as stream:
-                cached = marshal.load(stream)
+                cached = marshal.loads(stream.read())
         except Exception:
             continue
         if (
@@ -408,7 +426,7 @@ def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
     inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
     built["inventory_id"] = _path_key(inventory)[:8]
     if write:
-        for path in files:
+        for path in _site_cache_files(site_path):
             if _write_atomically(path, marshal.dumps(built)):
                 break
     return built
@@ -417,8 +435,13 @@ def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
 def _mapper():
     """The map builder, a module of its own: only a process that finds no fresh map loads it."""
     name = "popcon.recorder_map" if __name__.startswith("popcon.") else "_popcon_recorder_map"
-    __import__(name)
-    return sys.modules[name]
+    module = sys.modules.get(name)
+    if module is None and _load_module is not None:
+        module = _load_module(name)
+    elif module is None:  # imported by popcon enable or status, not through the hook
+        __import__(name)
+        module = sys.modules[name]
+    return module
 
 
 def _write_atomically(path: str, data: bytes) -> bool:
@@ -644,31 +667,27 @@ def _sign(config: "_Config", payload: bytes) -> bytes:
 
 
 def _send_inventory_if_due(config: "_Config") -> None:
-    """At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user."""
+    """At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user, and when
+    the inventory changed; the check costs one ``stat``."""
     if config.inventory_interval <= 0 or _map is None or not _map.inventories:
         return
-    entries: list = []
-    ids = []
-    for inventory_id, dists in _map.inventories:
-        ids.append(inventory_id)
-        entries.extend(dists)
+    ids = [inventory_id for inventory_id, _dists in _map.inventories]
     inventory_id = ids[0] if len(ids) == 1 else _path_key(" ".join(ids))[:8]
-    stamp = _inventory_stamp(config)
+    stamp = _inventory_stamp(config, inventory_id)
     if stamp is None:
         return  # nowhere to remember when it was sent: better never than every process
     import time
 
     try:
-        with open(stamp, "rb") as stream:
-            sent_id = stream.read(16)
-        fresh = time.time() - os.stat(stamp).st_mtime < config.inventory_interval
-        if fresh and sent_id == inventory_id.encode("ascii"):
+        if time.time() - os.stat(stamp).st_mtime < config.inventory_interval:
             return
     except OSError:
         pass
-    if not _write_atomically(stamp, inventory_id.encode("ascii")):
+    if not _write_atomically(stamp, b""):
         return
-    lines = [f"dist {name} {version}" for name, version in sorted(set(entries))]
+    _remove_other_stamps(stamp)
+    entries = sorted({pair for _id, dists in _map.inventories for pair in dists})
+    lines = [f"dist {name} {version}" for name, version in entries]
     base = f"popcon/1 inv {inventory_id} %d %d\n"
     header_size = len(config.header.encode("utf-8"))
     chunks = _chunks(lines, _MAX_DATAGRAM - header_size - 64 - len(base))
@@ -684,16 +703,30 @@ def _send_inventory_if_due(config: "_Config") -> None:
     )
 
 
-def _inventory_stamp(config: "_Config") -> "str | None":
-    """The file whose age and content (the inventory id) say when what was last sent, per
-    environment label, labels and collector: beside site-packages if writable, else per user."""
-    name = "inventory-" + _path_key(config.header + config.host + str(config.port))[:12]
+def _inventory_stamp(config: "_Config", inventory_id: str) -> "str | None":
+    """An empty file whose name says what was sent (per environment label, labels and
+    collector, and inventory id) and whose age says when: beside site-packages if writable,
+    else in the user's cache directory."""
+    key = _path_key(config.header + config.host + str(config.port))[:12]
+    name = f"inventory-{key}-{inventory_id}"
     for site_path, _mtime in _map.stamps:
         beside = os.path.join(site_path, "popcon-cache")
         if os.access(beside, os.W_OK):
             return os.path.join(beside, name)
     cache = _cache_directory()
     return os.path.join(cache, name) if cache else None
+
+
+def _remove_other_stamps(stamp: str) -> None:
+    """Stamps of earlier inventories of the same environment and collector are done with."""
+    directory, name = os.path.split(stamp)
+    prefix = name.rsplit("-", 1)[0] + "-"
+    try:
+        for other in os.listdir(directory):
+            if other.startswith(prefix) and other != name:
+                os.unlink(os.path.join(directory, other))
+    except OSError:
+        pass
 
 
 def _emit(config: "_Config", datagrams: list) -> None:
@@ -839,7 +872,7 @@ def map_status(site_path: str) -> dict:
     for path in _site_cache_files(site_path):
         try:
             with open(path, "rb") as stream:
-                cached = marshal.load(stream)
+                cached = marshal.loads(stream.read())
         except Exception:
             continue
         if type(cached) is dict and cached.get("format") == _MAP_FORMAT:

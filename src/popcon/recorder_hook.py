@@ -99,14 +99,35 @@ def _load_core():
     global _core
     import atexit
 
-    __import__(_CORE)
-    core = sys.modules[_CORE]
-    core.attach(_settled, _lock)
+    core = sys.modules.get(_CORE) or load_beside(_CORE)
+    core.attach(_settled, _lock, load_beside)
     atexit.register(_at_exit)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _core = core
     return core
+
+
+def load_beside(name: str):
+    """Load one of the recorder's modules from this file's directory, by path: searching
+    sys.path would cost more, and its first entry (the current directory) could be large or
+    hold a file of the same name."""
+    if __name__.startswith("popcon."):  # running from the popcon package itself
+        __import__(name)
+        return sys.modules[name]
+    import _frozen_importlib as bootstrap
+    import _frozen_importlib_external as external
+
+    path = os.path.join(os.path.dirname(__file__), name + ".py")
+    spec = external.spec_from_file_location(name, path)
+    module = bootstrap.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _at_exit() -> None:
