@@ -28,6 +28,7 @@ from traitlets.config.loader import ArgumentError
 from popcon import __version__
 from popcon.server.auth import AUTH_MODES, Auth, OpenAuth, make_auth
 from popcon.server.decode import DEFAULT_STATSD_ENV, DEFAULT_STATSD_PREFIX
+from popcon.server.hub import configure_from_hub
 from popcon.server.receiver import Collector, parse_address
 from popcon.server.store import DAY, StoreSettings
 
@@ -110,7 +111,7 @@ class PopconServe(Application):
     statsd_prefix = Unicode(
         DEFAULT_STATSD_PREFIX,
         help="Prefix of the statsd lines of popularity-contest clients "
-        "(<prefix>.library_used.<name>:1|c).",
+        "(PREFIX.library_used.NAME:1|c).",
     ).tag(config=True)
     statsd_env = Unicode(
         DEFAULT_STATSD_ENV,
@@ -231,7 +232,7 @@ class PopconServe(Application):
             raise ValueError(flag_reason(str(error))) from None
         token = os.environ.get(API_TOKEN_ENV, "")
         key = os.environ.get(KEY_ENV, "")
-        mode = "open" if self.open else "token"
+        mode = configure_from_hub(self) or ("open" if self.open else "token")  # issue 4: Hub
         return ServeSettings(
             udp=parse_address(self.udp, UDP_PORT),
             http=parse_address(self.http, HTTP_PORT),
@@ -270,6 +271,38 @@ def trait_reason(message: str) -> str:
     if match:
         return f"--{match.group(1).replace('_', '-')}: {match.group(2)}"
     return message.strip().splitlines()[0] if message.strip() else "bad flag"
+
+
+#: How ``settings_markdown`` shows defaults computed at run time.
+_SHOWN_DEFAULTS = {"db": "`$XDG_DATA_HOME/popcon/popcon.sqlite`"}
+
+
+def settings_markdown() -> str:
+    """The settings table of docs/collector.md, generated from the traits (a test compares)."""
+    flags_of: dict[str, list[str]] = {}
+    for flag, target in PopconServe.aliases.items():
+        flags_of.setdefault(target.split(".")[-1], []).append(f"--{flag}")
+    for flag, (config, _help) in PopconServe.flags.items():
+        for section in config.values():
+            for name in section:
+                flags_of.setdefault(name, []).append(f"--{flag}")
+    rows = ["| setting | flag | default | meaning |", "|---|---|---|---|"]
+    traits = dict(sorted(PopconServe.class_own_traits(config=True).items()))
+    traits["log_level"] = PopconServe.class_traits()["log_level"]
+    for name, trait in traits.items():
+        owner = "Application" if name == "log_level" else "PopconServe"
+        if name in _SHOWN_DEFAULTS:
+            shown = _SHOWN_DEFAULTS[name]
+        elif name == "log_level":
+            shown = "`INFO`"
+        elif isinstance(trait.default_value, str):
+            shown = f"`{trait.default_value}`"
+        else:
+            shown = f"`{trait.default_value!r}`"
+        flag = ", ".join(f"`{f}`" for f in flags_of.get(name, []))
+        text = " ".join((trait.help or "").split()).replace("|", "\\|")
+        rows.append(f"| `c.{owner}.{name}` | {flag} | {shown} | {text} |")
+    return "\n".join(rows) + "\n"
 
 
 def flag_reason(reason: str) -> str:

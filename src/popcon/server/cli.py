@@ -66,7 +66,10 @@ def fetch_http(server: str, path: str, params: Mapping[str, str]) -> dict[str, A
         raise CommandError(f"{reason} (HTTP {error.code} from {server})", status) from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise CommandError(f"cannot reach the collector at {server}: {reason}") from None
+        raise CommandError(
+            f"cannot reach the collector at {server}: {reason} "
+            "(is popcon serve running? --db PATH reads a database file instead)"
+        ) from None
     except ValueError:
         raise CommandError(f"the collector at {server} did not answer JSON") from None
 
@@ -105,6 +108,8 @@ def fetcher(args: argparse.Namespace) -> Callable[[str, Mapping[str, str]], dict
 
 
 def _common(parser: argparse.ArgumentParser, since: str, filters: bool = True) -> None:
+    """``--server``/``--db``, ``--min-count``, the window (unless ``since`` is empty),
+    ``--env`` (with ``filters``), ``--json``/``--csv``."""
     source = parser.add_argument_group("where to read")
     where = source.add_mutually_exclusive_group()
     where.add_argument(
@@ -123,17 +128,22 @@ def _common(parser: argparse.ArgumentParser, since: str, filters: bool = True) -
         help='with --db: show counts below N as "fewer than N" (default 3; the server '
         "applies its own setting)",
     )
+    if since:
+        _window_options(parser, since)
+    if filters:
+        parser.add_argument("--env", metavar="ENV", help="only this environment")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the API's JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+
+
+def _window_options(parser: argparse.ArgumentParser, since: str) -> None:
     window = parser.add_argument_group("time window")
     window.add_argument(
         "--since", metavar="DURATION", help=f"6h, 24h, 7d, 30d... (default {since})"
     )
     window.add_argument("--from", dest="start", metavar="TIME", help="ISO-8601 start")
     window.add_argument("--until", metavar="TIME", help="ISO-8601 end (default now)")
-    if filters:
-        parser.add_argument("--env", metavar="ENV", help="only this environment")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print the API's JSON")
-    output.add_argument("--csv", action="store_true", help="print CSV")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="environments that report",
         description="Environments: labels, last seen, inventory size, processes.",
     )
-    _common(envs, "-", filters=False)
+    _common(envs, "", filters=False)
     return parser
 
 

@@ -27,7 +27,7 @@ import re
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from tornado.web import StaticFileHandler
 
@@ -164,7 +164,7 @@ def version_history_answer(
     *,
     now: float,
     min_count: int,
-) -> Optional[dict[str, Any]]:
+) -> dict[str, Any] | None:
     """``GET dashboard/api/version-history/<name>``: the versions in use in each slice of the
     window (``None`` when the library was never seen).
 

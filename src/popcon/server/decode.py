@@ -5,9 +5,9 @@ str``: a typed record, or the reason (one of :data:`REJECTIONS`) why the whole d
 dropped. It never raises on any input (``fuzz/fuzz_decode.py`` checks that).
 
 The receiver calls it up to a few hundred thousand times a second, so the hot path is tuned:
-header, ``lib`` and ``dist`` lines repeat across processes, so each distinct line is validated
-once and its parsed form kept in a bounded cache (cleared whole when full, so junk cannot grow
-it); settings are bound once when the decoder is made.
+header, ``lib`` and ``dist`` lines repeat across processes, so each distinct line (and record
+block) is validated once and its parsed form kept in a bounded cache (the older half dropped
+when full, so junk cannot grow it); settings are bound once when the decoder is made.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import re
 from hashlib import sha256
+from itertools import islice
 from typing import Callable, NamedTuple, Union
 
 MAX_DATAGRAM = 1400
@@ -27,8 +28,10 @@ MAX_RECORDS = 1000
 DEFAULT_STATSD_PREFIX = "python_popcon"
 #: The environment label given to statsd lines, which carry none.
 DEFAULT_STATSD_ENV = "statsd"
-#: Entries kept per line cache before it is cleared.
-CACHE_SIZE = 50_000
+#: Entries kept per line cache (``lib``/``dist``/statsd lines); when full, the older half is
+#: dropped. Whole record blocks and headers are cached too, in caches a half and a tenth that
+#: size. Bounded by entries: about 40 MiB in all when every cache is full of the longest lines.
+CACHE_SIZE = 20_000
 
 #: Every reason a datagram can be rejected for by the decoder.
 REJECTIONS = (
@@ -65,6 +68,10 @@ _SIG_RE = re.compile(rb"sig [0-9a-f]{32}\n\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _STATSD_VALUE_RE = re.compile(r"[1-9][0-9]{0,2}\Z")
 _SEPARATORS_RE = re.compile(r"[-_.]+")
+
+
+_USE_FIRST = ("use", 1)
+_USE_LATER = ("use", 0)
 
 
 class LibRecord(NamedTuple):
@@ -193,22 +200,24 @@ def _parse_statsd_line(
 
 
 class _LineCache:
-    """A dict of parsed lines, cleared whole when it reaches its size (bounded memory)."""
+    """A dict of parsed lines; when full, the older half (by insertion) is dropped."""
 
     __slots__ = ("entries", "limit")
 
     def __init__(self, limit: int) -> None:
         self.entries: dict[str, object] = {}
-        self.limit = limit
+        self.limit = max(2, limit)
 
     def put(self, line: str, value: object) -> None:
-        if len(self.entries) >= self.limit:
-            self.entries.clear()
-        self.entries[line] = value
+        entries = self.entries
+        if len(entries) >= self.limit:
+            for old in list(islice(entries, self.limit // 2)):
+                del entries[old]
+        entries[line] = value
 
 
 def make_decoder(
-    key: bytes | None = None,
+    key: bytes | str | None = None,
     statsd_prefix: str = DEFAULT_STATSD_PREFIX,
     statsd_env: str = DEFAULT_STATSD_ENV,
     cache_size: int = CACHE_SIZE,
@@ -220,6 +229,8 @@ def make_decoder(
     Without a key a ``sig`` line is accepted and ignored. ``statsd_prefix`` is the metric prefix
     of ``popularity-contest`` lines; they are counted under environment ``statsd_env``.
     """
+    if isinstance(key, str):
+        key = key.encode("utf-8")
     if not statsd_prefix or any(c in statsd_prefix for c in ":|\n "):
         raise ValueError(f"statsd prefix {statsd_prefix!r}: expected a dotted metric prefix")
     if _parse_env_line("env " + statsd_env) == "":
@@ -229,9 +240,9 @@ def make_decoder(
     prefix_reports = statsd_prefix + ".reports"
     lib_cache = _LineCache(cache_size)
     dist_cache = _LineCache(cache_size)
-    head_cache = _LineCache(cache_size // 10 or 1)
+    head_cache = _LineCache(cache_size // 10)
     first_cache = _LineCache(1000)
-    block_cache = _LineCache(cache_size)
+    block_cache = _LineCache(cache_size // 2)
     statsd_cache = _LineCache(cache_size)
     libs_get = lib_cache.entries.get
     dists_get = dist_cache.entries.get
@@ -379,10 +390,18 @@ def make_decoder(
             return "not_utf8"
         newline = text.find("\n")
         first_line = text[:newline]
-        first = first_get(first_line)
-        if first is None:
-            first = parse_first(first_line)
-            first_cache.put(first_line, first)
+        if first_line.startswith("popcon/1 use ") and (
+            first_line == "popcon/1 use 0" or "0" < first_line[13:14] <= "9"
+        ):
+            seq = first_line[13:]
+            if not seq.isdigit() or not seq.isascii() or len(seq) > 10:
+                return "malformed"
+            first = _USE_FIRST if seq == "0" else _USE_LATER
+        else:
+            first = first_get(first_line)
+            if first is None:
+                first = parse_first(first_line)
+                first_cache.put(first_line, first)
         if first.__class__ is str:
             return first  # type: ignore[return-value]
         is_use = first[0] == "use"  # type: ignore[index]

@@ -204,6 +204,9 @@ def make_routes(ctx: ServerContext, prefix: str = "/") -> list[tuple]:
     if ctx.registry is not None:
         routes.append((base + "metrics", MetricsHandler, {"ctx": ctx, "auth": ctx.metrics_auth}))
     routes.extend(ctx.api_auth.routes(base))
+    from popcon.server.dashboard import dashboard_routes  # the dashboard (issue 4)
+
+    routes.extend(dashboard_routes(ctx, base))
     return routes
 
 
@@ -225,6 +228,6 @@ def log_request(handler: RequestHandler) -> None:
 def make_app(
     ctx: ServerContext, prefix: str = "/", extra_routes: Sequence[tuple] = (), **settings: Any
 ) -> Application:
-    """The tornado application: ``extra_routes`` (a dashboard) first, then the API."""
+    """The tornado application: ``extra_routes`` first, then :func:`make_routes`."""
     settings.setdefault("log_function", log_request)
     return Application([*extra_routes, *make_routes(ctx, prefix)], **settings)

@@ -27,7 +27,8 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from functools import cache
+from typing import Any
 from urllib.parse import urlparse
 
 from tornado.httputil import url_concat
@@ -51,7 +52,7 @@ class HubService:
     url: str
 
     @property
-    def http(self) -> Optional[str]:
+    def http(self) -> str | None:
         """``HOST:PORT`` of ``JUPYTERHUB_SERVICE_URL``, the address the proxy sends to."""
         if not self.url:
             return None
@@ -62,7 +63,7 @@ class HubService:
         return f"{host}:{parsed.port}"
 
 
-def hub_service(environ: Optional[Mapping[str, str]] = None) -> Optional[HubService]:
+def hub_service(environ: Mapping[str, str] | None = None) -> HubService | None:
     """The Hub service popcon runs as, or ``None`` when the ``JUPYTERHUB_*`` variables are
     absent (standalone)."""
     environ = os.environ if environ is None else environ
@@ -75,7 +76,7 @@ def hub_service(environ: Optional[Mapping[str, str]] = None) -> Optional[HubServ
     )
 
 
-def access_scopes(environ: Optional[Mapping[str, str]] = None) -> set[str]:
+def access_scopes(environ: Mapping[str, str] | None = None) -> set[str]:
     """The scopes that grant access, as the Hub gave them (a JSON list), else the service's."""
     environ = os.environ if environ is None else environ
     text = environ.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES", "")
@@ -93,7 +94,7 @@ def access_scopes(environ: Optional[Mapping[str, str]] = None) -> set[str]:
 def make_hub_oauth() -> Any:
     """A ``HubOAuth`` configured from the ``JUPYTERHUB_*`` variables."""
     try:
-        from jupyterhub.services.auth import HubOAuth  # noqa: PLC0415 - only in this mode
+        from jupyterhub.services.auth import HubOAuth
     except ImportError:
         raise ValueError(
             "auth: running as a JupyterHub service needs the jupyterhub package "
@@ -129,7 +130,7 @@ class HubLoginAuth(Auth):
         """HubOAuth keeps its state and token in signed cookies: the app needs a secret."""
         handler.application.settings.setdefault("cookie_secret", self.cookie_secret)
 
-    async def authenticate(self, handler: RequestHandler) -> Optional[dict[str, Any]]:
+    async def authenticate(self, handler: RequestHandler) -> dict[str, Any] | None:
         given = request_token(handler)
         if given is not None and self._token and hmac.compare_digest(given.encode(), self._token):
             return TOKEN_USER
@@ -191,7 +192,7 @@ class HubLoginAuth(Auth):
 
 def oauth_callback_handler() -> type:
     """``HubOAuthCallbackHandler`` bound to our ``HubOAuth`` (imported only in Hub mode)."""
-    from jupyterhub.services.auth import HubOAuthCallbackHandler  # noqa: PLC0415
+    from jupyterhub.services.auth import HubOAuthCallbackHandler
 
     class OAuthCallbackHandler(HubOAuthCallbackHandler):
         def initialize(self, auth: HubLoginAuth) -> None:
@@ -201,7 +202,29 @@ def oauth_callback_handler() -> type:
     return OAuthCallbackHandler
 
 
-AUTH_MODES[HUB_MODE] = HubLoginAuth
+def configure_from_hub(app: Any, environ: Mapping[str, str] | None = None) -> str | None:
+    """Point a ``PopconServe`` app at what the Hub gave it: listen at the service URL and serve
+    under the service prefix (unless ``--http``/``--base-url`` or the config file say
+    otherwise). Returns the auth mode to use (``"hub"``, or ``None`` standalone or when the
+    operator opened the API with ``--open``)."""
+    service = hub_service(environ)
+    if service is None:
+        return None
+    chosen = app.config.get(type(app).__name__, {})
+    if "http" not in chosen and service.http:
+        app.http = service.http
+    if "base_url" not in chosen:
+        app.base_url = service.prefix
+    return None if app.open else HUB_MODE
+
+
+@cache
+def shared_hub_login_auth(api_token: str) -> HubLoginAuth:
+    """One ``HubLoginAuth`` per process for the API and ``/metrics``: one OAuth state store."""
+    return HubLoginAuth(api_token)
+
+
+AUTH_MODES[HUB_MODE] = shared_hub_login_auth
 
 __all__ = [
     "HUB_MODE",
@@ -209,6 +232,7 @@ __all__ = [
     "HubLoginAuth",
     "HubService",
     "access_scopes",
+    "configure_from_hub",
     "hub_service",
     "make_hub_oauth",
 ]

@@ -1,17 +1,22 @@
-"""Turn received batches into pending rows, applying the caps; plain functions, no SQL.
+"""Turn received datagrams into pending rows, applying the caps; no SQL, no threads.
 
-The writer is the only writer of the database, so it assigns the ids of environments, label
-sets ("sources") and library names itself, in a :class:`Catalog` loaded at start. New names
-wait in the catalog until a flush inserts them; a failed flush keeps them, so a retry writes
-exactly the same rows. :func:`expand_batch` merges a batch into one :class:`Pending` (rows
-keyed by ids, at the finest bucket). The catalog also enforces the caps, so pending rows are
-bounded by the caps times the buckets spanned, however much junk arrives and however long
-the database stays unavailable.
+This runs on the receiving thread: all per-datagram Python work happens there, so the writer
+thread only runs long SQL statements (which release the GIL) and never makes the receiving
+thread wait for the GIL (see ``docs/collector-storage.md``, "threads").
+
+The collector is the only writer of its database, so it assigns the ids of environments,
+label sets ("sources") and library names itself, in a :class:`Catalog` loaded at start. New
+names travel with the rows that use them (``Pending.new_*``); a job the writer could not
+write comes back and is merged into the next one, so nothing is lost or doubled.
+:func:`expand_batch` merges a batch into one :class:`Pending` (rows keyed by ids, at the
+finest bucket). The catalog enforces the caps, so pending rows are bounded by the caps times
+the buckets spanned, however much junk arrives and however long the database is unavailable.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from popcon.server.decode import InventoryPart, UseReport
@@ -45,9 +50,12 @@ class Catalog:
     next_env: int = 1
     next_source: int = 1
     next_lib: int = 1
+    #: Names given an id since the last :meth:`take_new`.
     new_envs: list[tuple[int, str]] = field(default_factory=list)
     new_sources: list[tuple[int, int, str]] = field(default_factory=list)
     new_libs: list[tuple[int, str]] = field(default_factory=list)
+    #: labels tuple → text (label sets repeat)
+    label_texts: dict[tuple[tuple[str, str], ...], str] = field(default_factory=dict)
 
     def env_id(self, name: str, limits: Limits) -> int | None:
         env_id = self.envs.get(name)
@@ -90,11 +98,14 @@ class Catalog:
         known.add(lib_id)
         return lib_id
 
-    def saved(self) -> None:
-        """The ``new_*`` names are in the database now."""
-        self.new_envs.clear()
-        self.new_sources.clear()
-        self.new_libs.clear()
+    def take_new(self, pending: Pending) -> None:
+        """Move the names given an id since the last call into ``pending``."""
+        pending.new_envs.extend(self.new_envs)
+        pending.new_sources.extend(self.new_sources)
+        pending.new_libs.extend(self.new_libs)
+        self.new_envs = []
+        self.new_sources = []
+        self.new_libs = []
 
 
 @dataclass
@@ -109,10 +120,16 @@ class Pending:
     reports: Counter = field(default_factory=Counter)
     #: env id → (last bucket seen, python version); source id → last bucket seen
     env_seen: dict[int, tuple[int, str]] = field(default_factory=dict)
+    #: env id → first bucket seen
+    env_first: dict[int, int] = field(default_factory=dict)
     source_seen: dict[int, int] = field(default_factory=dict)
     #: env id → (inventory id, bucket when complete, {name: version}); the latest complete one
     inventories: dict[int, tuple[str, int, dict[str, str]]] = field(default_factory=dict)
     results: Counter = field(default_factory=Counter)
+    #: Names whose id these rows use for the first time (inserted with them).
+    new_envs: list[tuple[int, str]] = field(default_factory=list)
+    new_sources: list[tuple[int, int, str]] = field(default_factory=list)
+    new_libs: list[tuple[int, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -121,6 +138,7 @@ class Pending:
             or self.reports
             or self.env_seen
             or self.inventories
+            or self.new_envs
             or any(self.results.values())
         )
 
@@ -137,6 +155,8 @@ def _see(pending: Pending, env_id: int, bucket: int, py: str) -> None:
     seen = pending.env_seen.get(env_id)
     if seen is None or seen[0] <= bucket:
         pending.env_seen[env_id] = (bucket, py or (seen[1] if seen else ""))
+    if pending.env_first.get(env_id, bucket + 1) > bucket:
+        pending.env_first[env_id] = bucket
 
 
 def expand_use(
@@ -151,13 +171,20 @@ def expand_use(
     env_id = catalog.env_id(report.env, limits)
     if env_id is None:
         return "env_cap"
-    source_id = catalog.source_id(env_id, labels_text(report.labels), limits)
+    labels = catalog.label_texts.get(report.labels)
+    if labels is None:
+        labels = labels_text(report.labels)
+        if len(catalog.label_texts) < 10_000:
+            catalog.label_texts[report.labels] = labels
+    source_id = catalog.source_id(env_id, labels, limits)
     if source_id is None:
         return "labels_cap"
     known = catalog.env_libs[env_id]
     libs = catalog.libs
     result = "ok"
     usage = pending.usage
+    edges = pending.edges
+    edges_get = edges.get
     for lib in report.libs:
         lib_id = libs.get(lib.name)
         if lib_id is None or lib_id not in known:
@@ -177,7 +204,8 @@ def expand_use(
             if importer_id is None:
                 result = "library_cap"
             else:
-                pending.edges[(lib_id, bucket, env_id, importer_id)] += count
+                edge = (lib_id, bucket, env_id, importer_id)
+                edges[edge] = edges_get(edge, 0) + count
     if report.processes:
         pending.reports[(source_id, bucket)] += report.processes * count
     _see(pending, env_id, bucket, report.py)
@@ -269,3 +297,129 @@ def expand_batch(
     for reason, count in moved.items():
         pending.results[reason] += count
         pending.results["ok"] -= count
+
+
+def merge_pending(into: Pending, other: Pending) -> None:
+    """Add ``other`` (an earlier job that could not be written) to ``into``."""
+    for key, counts in other.usage.items():
+        row = into.usage.get(key)
+        if row is None:
+            into.usage[key] = counts
+        else:
+            for i, value in enumerate(counts):
+                row[i] += value
+    into.edges.update(other.edges)
+    into.reports.update(other.reports)
+    for env_id, (bucket, py) in other.env_seen.items():
+        seen = into.env_seen.get(env_id)
+        if seen is None or seen[0] < bucket:
+            into.env_seen[env_id] = (bucket, py or (seen[1] if seen else ""))
+    for env_id, bucket in other.env_first.items():
+        if into.env_first.get(env_id, bucket + 1) > bucket:
+            into.env_first[env_id] = bucket
+    for source_id, bucket in other.source_seen.items():
+        if into.source_seen.get(source_id, -1) < bucket:
+            into.source_seen[source_id] = bucket
+    for env_id, inventory in other.inventories.items():
+        into.inventories.setdefault(env_id, inventory)
+    into.results.update(other.results)
+    into.new_envs[:0] = other.new_envs
+    into.new_sources[:0] = other.new_sources
+    into.new_libs[:0] = other.new_libs
+
+
+class Ingestor:
+    """What the receiving thread keeps between datagrams: the catalog, the pending rows and
+    the inventories being assembled. One thread only (not thread-safe)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        limits: Limits,
+        bucket_width: int,
+        *,
+        max_pending_inventories: int = 256,
+        inventory_timeout: float = 3600.0,
+    ) -> None:
+        self.catalog = catalog
+        self.limits = limits
+        self.bucket_width = bucket_width
+        self.pending = Pending()
+        self.assembler = InventoryAssembler(max_pending_inventories, inventory_timeout)
+        #: Reports received since the last job, counted by (bucket, report): they repeat
+        #: across hand-overs, so they are expanded into rows once per job.
+        self.uses: Counter = Counter()
+        self._now = 0.0
+
+    def add(
+        self, uses: Counter, inventories: list[InventoryPart], results: Counter, now: float
+    ) -> None:
+        """Count one batch (see :func:`expand_batch`); reports wait for :meth:`take_job`."""
+        self.uses.update(uses)
+        self._now = now
+        if inventories or results:
+            expand_batch(
+                self.pending,
+                self.catalog,
+                self.limits,
+                self.assembler,
+                Counter(),
+                inventories,
+                results,
+                self.bucket_width,
+                now,
+            )
+
+    def take_job(self) -> Pending | None:
+        """The pending rows with their new names, for the writer; None when nothing waits."""
+        if self.uses:
+            uses, self.uses = self.uses, Counter()
+            expand_batch(
+                self.pending,
+                self.catalog,
+                self.limits,
+                self.assembler,
+                uses,
+                [],
+                Counter(),
+                self.bucket_width,
+                self._now,
+            )
+        self.catalog.take_new(self.pending)
+        if not self.pending:
+            return None
+        job, self.pending = self.pending, Pending()
+        return job
+
+    def give_back(self, job: Pending) -> None:
+        """A job the writer could not write: it goes out again with the next one."""
+        merge_pending(self.pending, job)
+
+
+def aggregate(
+    datagrams: Iterable[bytes], decode: Callable[[bytes], object], bucket: int
+) -> tuple[Counter, list[InventoryPart], Counter]:
+    """Decode and aggregate datagrams received in one bucket, as the receiving loop does:
+    ``(uses, inventory parts, results)`` for :meth:`Ingestor.add`. For tests and tools; the
+    receiver inlines the same steps for speed."""
+    seen: dict[bytes, list] = {}
+    results: Counter = Counter()
+    inventories: list[InventoryPart] = []
+    for data in datagrams:
+        entry = seen.get(data)
+        if entry is not None:
+            entry[1] += 1
+            continue
+        decoded = decode(data)
+        if isinstance(decoded, str):
+            results[decoded] += 1
+        elif isinstance(decoded, InventoryPart):
+            inventories.append(decoded)
+            results["ok"] += 1
+        else:
+            seen[data] = [decoded, 1]
+    uses: Counter = Counter()
+    for report, count in seen.values():
+        uses[(bucket, report)] += count
+        results["ok"] += count
+    return uses, inventories, results

@@ -52,7 +52,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 from urllib.parse import quote
@@ -63,7 +64,6 @@ from popcon.server.store import (
     ORIGIN_CODES,
     RESULT_REASONS,
     Tier,
-    format_labels,
     parse_labels,
     read_tiers,
 )
@@ -100,8 +100,11 @@ def connect_readonly(path: Union[str, os.PathLike[str]]) -> sqlite3.Connection:
     if not path.exists():
         raise FileNotFoundError(f"no popcon database at {path}")
     uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10.0)
+    conn = sqlite3.connect(
+        uri, uri=True, check_same_thread=False, timeout=10.0, isolation_level=None
+    )
     conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: a month of daily rows stays cached
     return conn
 
 
@@ -181,7 +184,120 @@ def _source_ids(
 
 
 def _in(column: str, values: Sequence[int]) -> str:
-    return f"{column} IN ({','.join(str(int(v)) for v in values)})"
+    return f"{column} IN ({','.join(str(int(v)) for v in values) or '-1'})"
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[int]:
+    """One read transaction (a consistent snapshot under WAL); yields ``rolled_until``."""
+    if conn.in_transaction:
+        yield _rolled_until(conn)
+        return
+    conn.execute("BEGIN")
+    try:
+        yield _rolled_until(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _rolled_until(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'rolled_until'").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+_ALL_SOURCES = "source_id IN (SELECT id FROM sources)"
+#: Seeks library by library through ``usage_by_library`` (keyed tier, library, bucket), so rows
+#: come grouped by library and summing them needs no sort.
+_ALL_LIBS = "lib_id IN (SELECT id FROM libs)"
+
+
+def _usage(
+    index: int,
+    low: int,
+    high: int,
+    rolled: int,
+    *,
+    columns: str,
+    sources: Sequence[int] | None = None,
+    by_source: bool = False,
+    where: str = "",
+) -> str:
+    """SQL for the usage rows (``columns``, direct, transitive, upgrade, unknown) of buckets
+    ``[low, high)`` at tier ``index``: what that tier holds, plus the tier-0 buckets not rolled
+    up yet (at or after ``rolled``). ``by_source`` (or ``sources``) reads per label set, which
+    ``columns`` may then use (``source_id``, ``version``); else the per-library table."""
+    levels = "direct, transitive, upgrade, unknown"
+    extra = f" AND {where}" if where else ""
+    source_filter = _in("source_id", sources) if sources is not None else _ALL_SOURCES
+    parts = []
+    if sources is None and not by_source:
+        top = high if index else min(high, rolled)
+        parts.append(
+            f"SELECT {columns}, {levels} FROM usage_by_library WHERE tier = {index} "
+            f"AND {_ALL_LIBS} AND bucket >= {low} AND bucket < {top}{extra}"
+        )
+        live = True
+    else:
+        parts.append(
+            f"SELECT {columns}, {levels} FROM usage_by_source WHERE tier = {index} "
+            f"AND {source_filter} AND bucket >= {low} AND bucket < {high}{extra}"
+        )
+        live = index > 0
+    if live and max(low, rolled) < high:
+        parts.append(
+            f"SELECT {columns}, {levels} FROM usage_by_source WHERE tier = 0 "
+            f"AND {source_filter} AND bucket >= {max(low, rolled)} AND bucket < {high}{extra}"
+        )
+    return " UNION ALL ".join(parts)
+
+
+def _usage_parts(
+    index: int, low: int, high: int, rolled: int, *, sources: Sequence[int] | None, where: str
+) -> list[str]:
+    """:func:`_usage` for ``columns="lib_id"`` as separate statements (what the tier holds,
+    then the live buckets), each summed by library: the first streams without a sort."""
+    stored_top = high if index else min(high, rolled)
+    extra = f" AND {where}" if where else ""
+    sums = "lib_id, SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
+    statements = []
+    if sources is None:
+        statements.append(
+            f"SELECT {sums} FROM usage_by_library WHERE tier = {index} AND {_ALL_LIBS} "
+            f"AND bucket >= {low} AND bucket < {stored_top}{extra} GROUP BY lib_id"
+        )
+        live_low = max(low, rolled)
+        source_filter = _ALL_SOURCES
+    else:
+        statements.append(
+            f"SELECT {sums} FROM usage_by_source WHERE tier = {index} "
+            f"AND {_in('source_id', sources)} AND bucket >= {low} AND bucket < {high}{extra} "
+            "GROUP BY lib_id"
+        )
+        live_low = max(low, rolled) if index > 0 else high
+        source_filter = _in("source_id", sources)
+    if live_low < high:
+        statements.append(
+            f"SELECT {sums} FROM usage_by_source WHERE tier = 0 AND {source_filter} "
+            f"AND bucket >= {live_low} AND bucket < {high}{extra} GROUP BY lib_id"
+        )
+    return statements
+
+
+def _edges(index: int, low: int, high: int, rolled: int, where: str) -> str:
+    """SQL for edge rows (importer_id, count) like :func:`_usage`."""
+    parts = [
+        f"SELECT importer_id, count FROM edges WHERE tier = {index} AND {where} "
+        f"AND bucket >= {low} AND bucket < {high}"
+    ]
+    if index > 0 and max(low, rolled) < high:
+        parts.append(
+            f"SELECT importer_id, count FROM edges WHERE tier = 0 AND {where} "
+            f"AND bucket >= {max(low, rolled)} AND bucket < {high}"
+        )
+    return " UNION ALL ".join(parts)
+
+
+_SUMS = "SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
 
 
 def _parts(d: int, t: int, u: int, k: int, level: str | None = None) -> dict[str, int]:
@@ -213,6 +329,15 @@ _SUMS = "SUM(direct) AS d, SUM(transitive) AS t, SUM(upgrade) AS u, SUM(unknown)
 # -- answers -----------------------------------------------------------------------------------
 
 
+def _prepare(conn: sqlite3.Connection, start: float, end: float, now: float | None):
+    _check_window(start, end)
+    now = utcnow() if now is None else now
+    tiers = read_tiers(conn)
+    index = choose_tier(tiers, start, end, now)
+    low, high, window = _span(tiers, index, start, end, now)
+    return now, tiers, index, low, high, window
+
+
 def libraries(
     conn: sqlite3.Connection,
     start: float,
@@ -230,36 +355,40 @@ def libraries(
     ``step`` is the bucket width the window was counted in. Filters: ``env`` (name), ``labels``
     (pairs that must all match), ``level`` (direct/transitive/unknown), ``origin`` (env/user).
     """
-    _check_window(start, end)
-    now = utcnow() if now is None else now
-    tiers = read_tiers(conn)
-    index = choose_tier(tiers, start, end, now)
-    low, high, window = _span(tiers, index, start, end, now)
-    origin_code = _origin_code(origin)
     _parts(0, 0, 0, 0, level)  # checks level
-    sources = _source_ids(conn, env, labels)
-    where = ["tier = ?", "bucket >= ?", "bucket < ?"]
-    args: list[Any] = [index, low, high]
-    if origin_code is not None:
-        where.append("origin = ?")
-        args.append(origin_code)
-    if sources is None:
-        table = "usage_by_library"
-    else:
-        table = "usage_by_source"
-        where.append(_in("source_id", sources or [-1]))
-    rows = conn.execute(
-        f"SELECT l.name, x.d, x.t, x.u, x.k FROM (SELECT lib_id, {_SUMS} "
-        f"FROM {table} WHERE {' AND '.join(where)} GROUP BY lib_id) AS x "
-        "JOIN libs l ON l.id = x.lib_id",
-        args,
-    ).fetchall()
-    result = []
-    for name, d, t, u, k in rows:
-        counts = _parts(d, t, u, k, level)
-        if counts["processes"]:
-            result.append({"name": name, **counts})
-    result.sort(key=lambda row: (-row["processes"], row["name"]))
+    origin_code = _origin_code(origin)
+    with _snapshot(conn) as rolled:
+        now, tiers, index, low, high, window = _prepare(conn, start, end, now)
+        sources = _source_ids(conn, env, labels)
+        where = f"origin = {origin_code}" if origin_code is not None else ""
+        sums: dict[int, list[int]] = {}
+        for statement in _usage_parts(index, low, high, rolled, sources=sources, where=where):
+            for lib_id, *counts in conn.execute(statement):
+                row = sums.get(lib_id)
+                if row is None:
+                    sums[lib_id] = counts
+                else:
+                    for i, value in enumerate(counts):
+                        row[i] += value
+        names = dict(conn.execute("SELECT id, name FROM libs")) if sums else {}
+    ranked = []
+    for lib_id, (d, t, u, k) in sums.items():
+        direct = d + u
+        transitive = t - u if t > u else 0
+        if level is not None:
+            counts = _parts(d, t, u, k, level)
+            direct, transitive, k = counts["direct"], counts["transitive"], 0
+            if level == "unknown":
+                k = counts["processes"]
+        processes = direct + transitive + k
+        name = names.get(lib_id)
+        if processes and name is not None:
+            ranked.append((-processes, name, direct, transitive))
+    ranked.sort()
+    result = [
+        {"name": name, "processes": -negative, "direct": direct, "transitive": transitive}
+        for negative, name, direct, transitive in ranked
+    ]
     return {**window, "step": tiers[index].width, "libraries": result}
 
 
@@ -304,102 +433,85 @@ def library_detail(
     """
     _check_window(start, end)
     now = utcnow() if now is None else now
-    row = conn.execute("SELECT id FROM libs WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        return None
-    lib_id = row[0]
-    tiers = read_tiers(conn)
-    index, step = _detail_tier(tiers, start, end, now, step)
-    low, high, window = _span(tiers, index, start, end, now)
-    first, last = _floor(low, step), _ceil(high, step)
-    if (last - first) // step > MAX_POINTS:
-        raise QueryError(f"step: the window would have more than {MAX_POINTS} points")
-    sources = _source_ids(conn, env, None)
-    env_id = None
-    if env is not None:
-        found = conn.execute("SELECT id FROM envs WHERE name = ?", (env,)).fetchone()
-        env_id = found[0] if found else -1
-    span_args = (index, lib_id, low, high)
+    with _snapshot(conn) as rolled:
+        row = conn.execute("SELECT id FROM libs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        lib_id = int(row[0])
+        tiers = read_tiers(conn)
+        index, step = _detail_tier(tiers, start, end, now, step)
+        low, high, window = _span(tiers, index, start, end, now)
+        first, last = _floor(low, step), _ceil(high, step)
+        if (last - first) // step > MAX_POINTS:
+            raise QueryError(f"step: the window would have more than {MAX_POINTS} points")
+        sources = _source_ids(conn, env, None)
+        env_id = None
+        if env is not None:
+            found = conn.execute("SELECT id FROM envs WHERE name = ?", (env,)).fetchone()
+            env_id = int(found[0]) if found else -1
+        lib_where = f"lib_id = {lib_id}"
 
-    if sources is None:
-        rows = conn.execute(
-            f"SELECT bucket, {_SUMS} FROM usage_by_library "
-            "WHERE tier = ? AND lib_id = ? AND bucket >= ? AND bucket < ? GROUP BY bucket",
-            span_args,
-        )
-    else:
-        rows = conn.execute(
-            f"SELECT bucket, {_SUMS} FROM usage_by_source "
-            f"WHERE tier = ? AND lib_id = ? AND bucket >= ? AND bucket < ? "
-            f"AND {_in('source_id', sources or [-1])} GROUP BY bucket",
-            span_args,
-        )
-    points: dict[int, list[int]] = {}
-    for bucket, d, t, u, k in rows:
-        sums = points.setdefault(_floor(bucket, step), [0, 0, 0, 0])
-        for i, value in enumerate((d, t, u, k)):
-            sums[i] += value
-    series = [
-        {"time": iso(moment), **_parts(*points.get(moment, (0, 0, 0, 0)))}
-        for moment in range(first, last, step)
-    ]
+        points: dict[int, list[int]] = {}
+        for bucket, d, t, u, k in conn.execute(
+            f"SELECT bucket, {_SUMS} FROM ("
+            + _usage(index, low, high, rolled, columns="bucket", sources=sources, where=lib_where)
+            + ") GROUP BY bucket"
+        ):
+            sums = points.setdefault(_floor(bucket, step), [0, 0, 0, 0])
+            for i, value in enumerate((d, t, u, k)):
+                sums[i] += value
+        series = [
+            {"time": iso(moment), **_parts(*points.get(moment, (0, 0, 0, 0)))}
+            for moment in range(first, last, step)
+        ]
 
-    env_clause = "" if env_id is None else f" AND env_id = {int(env_id)}"
-    versions = [
-        {"version": version, "processes": count}
-        for version, count in conn.execute(
-            "SELECT version, SUM(count) FROM versions WHERE tier = ? AND lib_id = ? "
-            f"AND bucket >= ? AND bucket < ?{env_clause} GROUP BY version",
-            span_args,
+        by_source = _usage(
+            index,
+            low,
+            high,
+            rolled,
+            columns="source_id, version",
+            sources=sources,
+            by_source=True,
+            where=lib_where,
         )
+        versions: dict[str, list[int]] = {}
+        per_env: dict[str, list[int]] = {}
+        for source_env, version, d, t, u, k in conn.execute(
+            f"SELECT e.name, x.version, {_SUMS} FROM ({by_source}) AS x "
+            "JOIN sources s ON s.id = x.source_id JOIN envs e ON e.id = s.env_id "
+            "GROUP BY e.id, x.version"
+        ):
+            for table, key in ((versions, version), (per_env, source_env)):
+                sums = table.setdefault(key, [0, 0, 0, 0])
+                for i, value in enumerate((d, t, u, k)):
+                    sums[i] += value
+
+        edge_where = lib_where + ("" if env_id is None else f" AND env_id = {env_id}")
+        importers = [
+            {"importer": importer, "processes": count}
+            for importer, count in conn.execute(
+                "SELECT l.name, x.n FROM (SELECT importer_id, SUM(count) AS n FROM ("
+                + _edges(index, low, high, rolled, edge_where)
+                + ") GROUP BY importer_id) AS x JOIN libs l ON l.id = x.importer_id"
+            )
+        ]
+    version_rows = [
+        {"version": version, "processes": _parts(*sums)["processes"]}
+        for version, sums in versions.items()
     ]
-    versions.sort(key=lambda r: (-r["processes"], r["version"]))
-    importers = [
-        {"importer": importer, "processes": count}
-        for importer, count in conn.execute(
-            "SELECT l.name, x.n FROM (SELECT importer_id, SUM(count) AS n FROM edges "
-            "WHERE tier = ? AND lib_id = ? AND bucket >= ? AND bucket < ?"
-            f"{env_clause} GROUP BY importer_id) AS x JOIN libs l ON l.id = x.importer_id",
-            span_args,
-        )
-    ]
+    version_rows.sort(key=lambda r: (-r["processes"], r["version"]))
     importers.sort(key=lambda r: (-r["processes"], r["importer"]))
-    all_sources = (
-        sources if sources is not None else [r[0] for r in conn.execute("SELECT id FROM sources")]
-    )
-    environments = []
-    for env_name, d, t, u, k in conn.execute(
-        f"SELECT e.name, SUM(x.d), SUM(x.t), SUM(x.u), SUM(x.k) FROM (SELECT source_id, {_SUMS} "
-        "FROM usage_by_source WHERE tier = ? AND lib_id = ? AND bucket >= ? AND bucket < ? "
-        f"AND {_in('source_id', all_sources or [-1])} GROUP BY source_id) AS x "
-        "JOIN sources s ON s.id = x.source_id JOIN envs e ON e.id = s.env_id GROUP BY e.id",
-        span_args,
-    ):
-        environments.append({"env": env_name, **_parts(d, t, u, k)})
+    environments = [{"env": env_name, **_parts(*sums)} for env_name, sums in per_env.items()]
     environments.sort(key=lambda r: (-r["processes"], r["env"]))
     return {
         "name": name,
         **window,
         "step": step,
         "series": series,
-        "versions": versions,
+        "versions": version_rows,
         "importers": importers,
         "environments": environments,
-    }
-
-
-def _used_names(
-    conn: sqlite3.Connection, index: int, low: int, high: int, sources: Sequence[int]
-) -> set[str]:
-    """Libraries imported by any process of these sources in the buckets ``[low, high)``."""
-    return {
-        name
-        for (name,) in conn.execute(
-            "SELECT l.name FROM (SELECT DISTINCT lib_id FROM usage_by_source WHERE tier = ? "
-            f"AND {_in('source_id', sources or [-1])} AND bucket >= ? AND bucket < ?) AS x "
-            "JOIN libs l ON l.id = x.lib_id",
-            (index, low, high),
-        )
     }
 
 
@@ -418,34 +530,40 @@ def unused(
     "libraries": [{"name", "version"}]}]}``, one entry per environment that has an inventory
     (only ``env`` when given; an unknown ``env`` gives an empty list). Libraries by name.
     """
-    _check_window(start, end)
-    now = utcnow() if now is None else now
-    tiers = read_tiers(conn)
-    index = choose_tier(tiers, start, end, now)
-    low, high, window = _span(tiers, index, start, end, now)
-    sql = "SELECT id, name, inventory_id, inventory_at FROM envs WHERE inventory_id IS NOT NULL"
-    envs = (
-        conn.execute(sql + " AND name = ?", (env,)) if env is not None else conn.execute(sql)
-    ).fetchall()
-    answer = []
-    for env_id, env_name, inventory_id, inventory_at in sorted(envs, key=lambda r: r[1]):
-        sources = [r[0] for r in conn.execute("SELECT id FROM sources WHERE env_id = ?", (env_id,))]
-        used = _used_names(conn, index, low, high, sources)
-        installed = conn.execute(
-            "SELECT name, version FROM inventory WHERE env_id = ? ORDER BY name", (env_id,)
-        )
-        answer.append(
-            {
-                "env": env_name,
-                "inventory_id": inventory_id,
-                "inventory_at": iso(inventory_at),
-                "libraries": [
-                    {"name": name, "version": version}
-                    for name, version in installed
-                    if name not in used
-                ],
+    with _snapshot(conn) as rolled:
+        _now, _tiers, index, low, high, window = _prepare(conn, start, end, now)
+        sql = "SELECT id, name, inventory_id, inventory_at FROM envs WHERE inventory_id IS NOT NULL"
+        envs = (
+            conn.execute(sql + " AND name = ?", (env,)) if env is not None else conn.execute(sql)
+        ).fetchall()
+        answer = []
+        for env_id, env_name, inventory_id, inventory_at in sorted(envs, key=lambda r: r[1]):
+            sources = [
+                r[0] for r in conn.execute("SELECT id FROM sources WHERE env_id = ?", (env_id,))
+            ]
+            used = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT l.name FROM (SELECT DISTINCT lib_id FROM ("
+                    + _usage(index, low, high, rolled, columns="lib_id", sources=sources)
+                    + ")) AS x JOIN libs l ON l.id = x.lib_id"
+                )
             }
-        )
+            installed = conn.execute(
+                "SELECT name, version FROM inventory WHERE env_id = ? ORDER BY name", (env_id,)
+            )
+            answer.append(
+                {
+                    "env": env_name,
+                    "inventory_id": inventory_id,
+                    "inventory_at": iso(inventory_at),
+                    "libraries": [
+                        {"name": name, "version": version}
+                        for name, version in installed
+                        if name not in used
+                    ],
+                }
+            )
     return {**window, "environments": answer}
 
 
@@ -462,49 +580,46 @@ def user_installed(
 
     ``{"from", "until", "libraries": [{"name", "env", "processes", "versions",
     "env_has_inventory"}]}``, most processes first; ``versions``: ``[{"version",
-    "processes"}]`` seen for that library in that environment.
+    "processes"}]`` seen for that library in that environment from user sites.
     """
-    _check_window(start, end)
-    now = utcnow() if now is None else now
-    tiers = read_tiers(conn)
-    index = choose_tier(tiers, start, end, now)
-    low, high, window = _span(tiers, index, start, end, now)
-    sources = _source_ids(conn, env, None)
-    source_clause = "" if sources is None else f" AND {_in('source_id', sources or [-1])}"
-    rows = conn.execute(
-        "SELECT e.id, e.name, e.inventory_id IS NOT NULL, l.id, l.name, "
-        "SUM(x.d), SUM(x.t), SUM(x.u), SUM(x.k) "
-        f"FROM (SELECT source_id, lib_id, {_SUMS} FROM usage_by_source "
-        "WHERE tier = ? AND bucket >= ? AND bucket < ? AND origin = ?"
-        f"{source_clause} GROUP BY source_id, lib_id) AS x "
-        "JOIN sources s ON s.id = x.source_id JOIN envs e ON e.id = s.env_id "
-        "JOIN libs l ON l.id = x.lib_id GROUP BY e.id, l.id",
-        (index, low, high, ORIGIN_CODES["user"]),
-    ).fetchall()
-    answer = []
-    for env_id, env_name, has_inventory, lib_id, name, d, t, u, k in rows:
-        if conn.execute(
-            "SELECT 1 FROM inventory WHERE env_id = ? AND name = ?", (env_id, name)
-        ).fetchone():
-            continue
-        versions = [
-            {"version": version, "processes": count}
-            for version, count in conn.execute(
-                "SELECT version, SUM(count) FROM versions WHERE tier = ? AND lib_id = ? "
-                "AND bucket >= ? AND bucket < ? AND env_id = ? GROUP BY version "
-                "ORDER BY SUM(count) DESC, version",
-                (index, lib_id, low, high, env_id),
+    with _snapshot(conn) as rolled:
+        _now, _tiers, index, low, high, window = _prepare(conn, start, end, now)
+        sources = _source_ids(conn, env, None)
+        rows = conn.execute(
+            f"SELECT e.id, e.name, e.inventory_id IS NOT NULL, l.name, x.version, {_SUMS} FROM ("
+            + _usage(
+                index,
+                low,
+                high,
+                rolled,
+                columns="source_id, lib_id, version",
+                sources=sources,
+                by_source=True,
+                where=f"origin = {ORIGIN_CODES['user']}",
             )
-        ]
-        answer.append(
+            + ") AS x JOIN sources s ON s.id = x.source_id JOIN envs e ON e.id = s.env_id "
+            "JOIN libs l ON l.id = x.lib_id "
+            "WHERE NOT EXISTS (SELECT 1 FROM inventory i WHERE i.env_id = e.id "
+            "AND i.name = l.name) GROUP BY e.id, l.id, x.version"
+        ).fetchall()
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for _env_id, env_name, has_inventory, name, version, d, t, u, k in rows:
+        processes = _parts(d, t, u, k)["processes"]
+        entry = found.setdefault(
+            (env_name, name),
             {
                 "name": name,
                 "env": env_name,
-                "processes": _parts(d, t, u, k)["processes"],
-                "versions": versions,
+                "processes": 0,
+                "versions": [],
                 "env_has_inventory": bool(has_inventory),
-            }
+            },
         )
+        entry["processes"] += processes
+        entry["versions"].append({"version": version, "processes": processes})
+    answer = list(found.values())
+    for entry in answer:
+        entry["versions"].sort(key=lambda r: (-r["processes"], r["version"]))
     answer.sort(key=lambda r: (-r["processes"], r["name"], r["env"]))
     return {**window, "libraries": answer}
 
@@ -516,18 +631,19 @@ def environments(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     Times are bucket starts (ISO-8601; ``inventory_at`` None without an inventory);
     ``labels`` lists each label set seen; ``processes`` is the stored total of processes.
     """
-    labels: dict[int, list[dict[str, str]]] = {}
-    for env_id, text in conn.execute("SELECT env_id, labels FROM sources ORDER BY labels"):
-        labels.setdefault(env_id, []).append(parse_labels(text))
-    rows = conn.execute(
-        "SELECT e.id, e.name, e.first_seen, e.last_seen, e.py, e.inventory_id, e.inventory_at, "
-        "(SELECT COUNT(*) FROM inventory i WHERE i.env_id = e.id), "
-        "COALESCE((SELECT count FROM total_reports r WHERE r.env_id = e.id), 0) "
-        "FROM envs e ORDER BY e.name"
-    )
+    with _snapshot(conn):
+        labels: dict[int, list[dict[str, str]]] = {}
+        for env_id, text in conn.execute("SELECT env_id, labels FROM sources ORDER BY labels"):
+            labels.setdefault(env_id, []).append(parse_labels(text))
+        processes = {row.env: row.count for row in report_totals(conn)}
+        rows = conn.execute(
+            "SELECT e.id, e.name, e.first_seen, e.last_seen, e.py, e.inventory_id, "
+            "e.inventory_at, (SELECT COUNT(*) FROM inventory i WHERE i.env_id = e.id) "
+            "FROM envs e ORDER BY e.name"
+        ).fetchall()
     answer = []
     for row in rows:
-        env_id, name, first_seen, last_seen, py, inventory_id, inventory_at, size, processes = row
+        env_id, name, first_seen, last_seen, py, inventory_id, inventory_at, size = row
         answer.append(
             {
                 "env": name,
@@ -538,7 +654,7 @@ def environments(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 "inventory_size": size,
                 "inventory_id": inventory_id,
                 "inventory_at": iso(inventory_at) if inventory_at is not None else None,
-                "processes": processes,
+                "processes": processes.get(name, 0),
             }
         )
     return answer
@@ -546,41 +662,70 @@ def environments(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 # -- totals for Prometheus ---------------------------------------------------------------------
 
+_LIVE = f"u.tier = 0 AND u.{_ALL_SOURCES} AND u.bucket >= ?"
+
 
 def library_process_totals(conn: sqlite3.Connection) -> list[LibraryTotal]:
     """Raw record totals per (library, env, level) since the library was first seen in the env
     (within the retention). Processes = direct + transitive + unknown (not upgrade)."""
-    return [
-        LibraryTotal(lib, env, LEVEL_COLUMNS[level], count)
+    totals: dict[tuple[str, str, int], int] = {}
+    with _snapshot(conn) as rolled:
         for lib, env, level, count in conn.execute(
             "SELECT l.name, e.name, t.level, t.count FROM total_usage t "
-            "JOIN libs l ON l.id = t.lib_id JOIN envs e ON e.id = t.env_id "
-            "ORDER BY l.name, e.name, t.level"
-        )
+            "JOIN libs l ON l.id = t.lib_id JOIN envs e ON e.id = t.env_id"
+        ):
+            totals[(lib, env, level)] = count
+        for lib, env, *counts in conn.execute(
+            f"SELECT l.name, e.name, {_SUMS} FROM usage_by_source u "
+            "JOIN sources s ON s.id = u.source_id JOIN envs e ON e.id = s.env_id "
+            f"JOIN libs l ON l.id = u.lib_id WHERE {_LIVE} GROUP BY e.id, l.id",
+            (rolled,),
+        ):
+            for level, count in enumerate(counts):
+                if count:
+                    totals[(lib, env, level)] = totals.get((lib, env, level), 0) + count
+    return [
+        LibraryTotal(lib, env, LEVEL_COLUMNS[level], count)
+        for (lib, env, level), count in sorted(totals.items())
     ]
 
 
 def library_version_totals(conn: sqlite3.Connection) -> list[VersionTotal]:
-    """Processes per (library, version, env)."""
-    return [
-        VersionTotal(*row)
-        for row in conn.execute(
+    """Processes (direct + transitive + unknown records) per (library, version, env)."""
+    totals: dict[tuple[str, str, str], int] = {}
+    with _snapshot(conn) as rolled:
+        for lib, version, env, count in conn.execute(
             "SELECT l.name, t.version, e.name, t.count FROM total_versions t "
-            "JOIN libs l ON l.id = t.lib_id JOIN envs e ON e.id = t.env_id "
-            "ORDER BY l.name, t.version, e.name"
-        )
-    ]
+            "JOIN libs l ON l.id = t.lib_id JOIN envs e ON e.id = t.env_id"
+        ):
+            totals[(lib, version, env)] = count
+        for lib, version, env, count in conn.execute(
+            "SELECT l.name, u.version, e.name, SUM(u.direct + u.transitive + u.unknown) "
+            "FROM usage_by_source u JOIN sources s ON s.id = u.source_id "
+            "JOIN envs e ON e.id = s.env_id JOIN libs l ON l.id = u.lib_id "
+            f"WHERE {_LIVE} GROUP BY e.id, l.id, u.version",
+            (rolled,),
+        ):
+            if count:
+                totals[(lib, version, env)] = totals.get((lib, version, env), 0) + count
+    return [VersionTotal(*key, count) for key, count in sorted(totals.items())]
 
 
 def report_totals(conn: sqlite3.Connection) -> list[ReportTotal]:
     """Processes per env (``popcon_reports_total``)."""
-    return [
-        ReportTotal(*row)
-        for row in conn.execute(
-            "SELECT e.name, t.count FROM total_reports t JOIN envs e ON e.id = t.env_id "
-            "ORDER BY e.name"
-        )
-    ]
+    totals: dict[str, int] = {}
+    with _snapshot(conn) as rolled:
+        for env, count in conn.execute(
+            "SELECT e.name, t.count FROM total_reports t JOIN envs e ON e.id = t.env_id"
+        ):
+            totals[env] = count
+        for env, count in conn.execute(
+            "SELECT e.name, SUM(u.count) FROM reports u JOIN sources s ON s.id = u.source_id "
+            f"JOIN envs e ON e.id = s.env_id WHERE {_LIVE} GROUP BY e.id",
+            (rolled,),
+        ):
+            totals[env] = totals.get(env, 0) + count
+    return [ReportTotal(env, count) for env, count in sorted(totals.items())]
 
 
 def datagram_totals(conn: sqlite3.Connection) -> dict[str, int]:
@@ -602,7 +747,6 @@ __all__ = [
     "connect_readonly",
     "datagram_totals",
     "environments",
-    "format_labels",
     "libraries",
     "library_detail",
     "library_process_totals",

@@ -1,13 +1,15 @@
 """The UDP receive loop: one thread, plain blocking ``recv`` (not asyncio, which caps near
-20-25k datagrams/s here), decode, aggregate, hand over to the writer twice a second.
+20-25k datagrams/s here), decode, aggregate, count, hand jobs to the writer.
 
-The loop does as little as it can per datagram: ``recv``, decode (line caches make repeats
-cheap), one Counter increment keyed by ``(bucket, report)``. Identical reports in one interval
-become one entry with a count. Every ``handoff_interval`` seconds (and when idle) the batch goes
-to the :class:`~popcon.server.store.Writer`; if its queue is full the batch's datagrams are
-counted as ``overload`` instead of growing memory. The socket has a kernel receive timeout
-(``SO_RCVTIMEO``) so an idle loop still hands over and notices ``stop()`` without a ``poll``
-before every ``recv``.
+Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed by the
+datagram's bytes (identical datagrams within an interval are counted, not decoded again),
+else decode (line caches make repeated lines cheap). Every ``handoff_interval`` seconds (and at
+each bucket edge) the interval's reports are counted into the pending rows
+(:class:`~popcon.server.ingest.Ingestor`: ids, caps); at most every ``commit_interval`` the
+pending rows go to the :class:`~popcon.server.store.Writer` as one job. All this Python work
+stays on this thread; the writer thread only runs SQL, which releases the GIL, so the two never
+convoy on it. The socket has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop still
+hands over and notices ``stop()`` without a ``poll`` before every ``recv``.
 
 Public API (stable): :class:`Receiver` (``start()``, ``address``, ``stop()``, ``results``),
 :class:`Collector` (a writer and a receiver started and stopped together),
@@ -26,12 +28,15 @@ from collections import Counter
 from typing import Callable, Union
 
 from popcon.server.decode import MAX_DATAGRAM, Decoder, InventoryPart, make_decoder
-from popcon.server.store import Batch, StoreSettings, Writer
+from popcon.server.ingest import aggregate, merge_pending
+from popcon.server.store import StoreSettings, Writer
 
 log = logging.getLogger("popcon.server.receiver")
 
 #: Inventory parts kept per batch; more in one interval are counted as ``overload``.
 MAX_INVENTORY_PARTS_PER_BATCH = 10_000
+#: Distinct datagrams looked at before deciding whether counting repeats by bytes pays off.
+DEDUPE_PROBE = 2048
 #: Asked of the kernel; Linux caps it at ``net.core.rmem_max`` (4 MiB here).
 RECEIVE_BUFFER = 8 << 20
 _IDLE_TIMEOUT = 0.2
@@ -85,8 +90,8 @@ def _bind(address: tuple[str, int], receive_buffer: int) -> socket.socket:
 
 
 class Receiver:
-    """Receives on ``address`` and feeds ``writer``; ``results`` counts datagrams since start
-    (by the decoder's verdict; the writer's cap reasons are only in the database)."""
+    """Receives on ``address`` and feeds ``writer`` (started first); ``results`` counts
+    datagrams since start as the decoder judged them (the caps' reasons are in the database)."""
 
     def __init__(
         self,
@@ -108,6 +113,9 @@ class Receiver:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._hurry = threading.Event()
+        self._handed = threading.Event()
+        self._last_submit = 0.0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,12 +128,20 @@ class Receiver:
     def start(self) -> None:
         """Bind (raises ``OSError`` when the address is taken or invalid) and start."""
         self._sock = _bind(self.requested_address, self.receive_buffer)
+        self.ingestor = self.writer.make_ingestor()
         self._stopping = False
+        self._last_submit = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="popcon-receiver", daemon=True)
         self._thread.start()
 
+    def hand_over(self, timeout: float = 5.0) -> bool:
+        """Ask the loop to hand everything received so far to the writer now; wait for it."""
+        self._handed.clear()
+        self._hurry.set()
+        return self._handed.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop receiving and hand the last batch to the writer."""
+        """Stop receiving and hand the last job to the writer."""
         if self._thread is None:
             return
         self._stopping = True
@@ -133,31 +149,54 @@ class Receiver:
         self._thread = None
         if self._sock is not None:
             self._sock.close()
-
-    def _handoff(self, batch: Batch) -> None:
-        if not batch:
-            return
-        self.results.update(batch.results)
-        if not self.writer.submit(batch):
-            dropped = batch.results.get("ok", 0)
-            self.results["ok"] -= dropped
-            self.results["overload"] += dropped
-            overload = Batch(results=Counter({"overload": dropped}))
-            for reason, count in batch.results.items():
-                if reason != "ok":
-                    overload.results[reason] += count
-            if not self.writer.submit(overload):
-                log.warning(
-                    "writer queue full: %d datagrams not counted", sum(batch.results.values())
-                )
+        job = self.ingestor.take_job()
+        while self.writer.returned:
+            returned = self.writer.returned.popleft()
+            if job is None:
+                job = returned
+            else:
+                merge_pending(returned, job)
+                job = returned
+        if job is not None and not self.writer.submit(job, timeout=timeout):
+            log.error("writer queue full at stop: %d rows not written", job.size())
 
     def _run(self) -> None:
         while not self._stopping:
             try:
                 self._receive()
-            except Exception:  # a bug must not end receiving; the batch in hand is lost
+            except Exception:  # a bug must not end receiving; the interval in hand is lost
                 log.exception("receive loop failed; restarting it")
                 time.sleep(0.1)
+
+    def _handoff(
+        self,
+        uses: Counter,
+        inventories: list[InventoryPart],
+        results: Counter,
+        now: float,
+        drained: bool,
+    ) -> None:
+        """Count the interval's datagrams; submit a job when due. ``drained``: the socket was
+        found empty, so a requested hand-over (:meth:`hand_over`) is complete."""
+        self.results.update(results)
+        ingestor = self.ingestor
+        writer = self.writer
+        while writer.returned:
+            ingestor.give_back(writer.returned.popleft())
+        if uses or inventories or results:
+            ingestor.add(uses, inventories, results, now)
+        tick = time.monotonic()
+        hurry = drained and self._hurry.is_set()
+        if (hurry or tick - self._last_submit >= writer.settings.commit_interval) and (
+            writer.can_submit()
+        ):
+            job = ingestor.take_job()
+            if job is not None:
+                writer.submit(job)
+            self._last_submit = tick
+            if hurry:
+                self._hurry.clear()
+                self._handed.set()
 
     def _receive(self) -> None:
         sock = self._sock
@@ -170,58 +209,81 @@ class Receiver:
         size = MAX_DATAGRAM + 1
         str_class = str
         inventory_class = InventoryPart
+        hurry = self._hurry
+        carry: bytes | None = None  # received after an interval's end: the next one's
         while True:
             # One interval, within one bucket: identical datagrams are counted by their bytes
-            # and decoded once (bytes cache their hash, so a repeat costs one dict lookup).
+            # and decoded once (bytes cache their hash, so a repeat costs one dict lookup);
+            # when they hardly repeat, the rest of the interval skips that step.
             seen: dict[bytes, list] = {}
             seen_get = seen.get
+            direct: dict[tuple, int] = {}
+            direct_get = direct.get
+            dedupe = True
+            hits = misses = 0
             results: Counter = Counter()
             inventories: list[InventoryPart] = []
             now = clock()
             bucket = int(now) - int(now) % width
             deadline = min(now + interval, bucket + width)
+            drained = False
             while True:
-                try:
-                    data = recv(size)
-                except (BlockingIOError, socket.timeout):
-                    if self._stopping or clock() >= deadline:
-                        break
-                    continue
-                except OSError as error:  # never fatal
-                    if self._stopping:
-                        break
-                    log.debug("recv failed: %s", error)
-                    continue
-                entry = seen_get(data)
-                if entry is not None:
-                    entry[1] += 1
+                if carry is not None:
+                    data, carry = carry, None
                 else:
-                    decoded = decode(data)
-                    cls = decoded.__class__
-                    if cls is str_class:
-                        results[decoded] += 1
-                    elif cls is inventory_class:
-                        if len(inventories) < MAX_INVENTORY_PARTS_PER_BATCH:
-                            inventories.append(decoded)  # type: ignore[arg-type]
-                            results["ok"] += 1
-                        else:
-                            results["overload"] += 1
+                    try:
+                        data = recv(size)
+                    except (BlockingIOError, socket.timeout):
+                        if self._stopping or hurry.is_set() or clock() >= deadline:
+                            drained = True
+                            break
+                        continue
+                    except OSError as error:  # never fatal
+                        if self._stopping:
+                            break
+                        log.debug("recv failed: %s", error)
+                        continue
+                    if clock() >= deadline:
+                        carry = data
+                        break
+                if dedupe:
+                    entry = seen_get(data)
+                    if entry is not None:
+                        entry[1] += 1
+                        hits += 1
+                        continue
+                    misses += 1
+                    if misses == DEDUPE_PROBE and hits < DEDUPE_PROBE // 4:
+                        dedupe = False
+                decoded = decode(data)
+                cls = decoded.__class__
+                if cls is str_class:
+                    results[decoded] += 1
+                elif cls is inventory_class:
+                    if len(inventories) < MAX_INVENTORY_PARTS_PER_BATCH:
+                        inventories.append(decoded)  # type: ignore[arg-type]
+                        results["ok"] += 1
                     else:
-                        seen[data] = [decoded, 1]
-                if clock() >= deadline:
-                    break
-            batch = Batch(inventories=inventories, results=results)
-            uses = batch.uses
-            ok = 0
+                        results["overload"] += 1
+                elif dedupe:
+                    seen[data] = [decoded, 1]
+                else:
+                    key = (bucket, decoded)
+                    direct[key] = direct_get(key, 0) + 1
+            uses: Counter = Counter(direct)
+            ok = sum(direct.values())
             for report, count in seen.values():
-                key = (bucket, report)
-                uses[key] += count
+                uses[(bucket, report)] += count
                 ok += count
             if ok:
                 results["ok"] += ok
-            self._handoff(batch)
+            self._handoff(uses, inventories, results, clock(), drained)
             if self._stopping:
-                break
+                if carry is not None:
+                    now = clock()
+                    last = aggregate([carry], decode, int(now) - int(now) % width)
+                    self._handoff(*last, now, True)
+                return
 
 
 class Collector:
@@ -238,7 +300,7 @@ class Collector:
         address: tuple[str, int] = ("127.0.0.1", 8137),
         settings: StoreSettings | None = None,
         *,
-        key: bytes | None = None,
+        key: bytes | str | None = None,
         statsd_prefix: str = "python_popcon",
         statsd_env: str = "statsd",
         clock: Callable[[], float] = time.time,
@@ -248,7 +310,7 @@ class Collector:
         self.receiver = Receiver(
             self.writer,
             address,
-            decoder=make_decoder(key, statsd_prefix, statsd_env),
+            decoder=make_decoder(key or None, statsd_prefix, statsd_env),
             clock=clock,
             handoff_interval=handoff_interval,
         )
@@ -266,10 +328,17 @@ class Collector:
             raise
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until what was received so far is committed (the receiver hands over within
-        ``handoff_interval``)."""
-        time.sleep(self.receiver.handoff_interval + _IDLE_TIMEOUT + 0.05)
-        return self.writer.flush(timeout)
+        """Wait until what was received so far is committed; False on timeout (e.g. while the
+        database is locked)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            if self.receiver.hand_over(remaining) and self.writer.flush(
+                max(0.0, deadline - time.monotonic())
+            ):
+                return True
+            time.sleep(0.05)
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         self.receiver.stop()

@@ -2,14 +2,16 @@
 
 Design (details and figures in ``docs/collector-storage.md``):
 
-- The receiver aggregates datagrams in memory into a :class:`Batch` (a Counter keyed by
-  ``(bucket, UseReport)``, inventory parts, result counts) and hands one to the
-  :class:`Writer` about twice a second. The writer thread *expands* batches into pending rows
-  keyed by names (applying the caps, so pending memory stays bounded even while the database
-  is unavailable) and *flushes* them in one transaction at least once a second.
-- Counts are written through to every :class:`Tier` (default: 10-minute buckets kept 2 days,
-  1-hour buckets kept 60 days, 1-day buckets kept ``retention``, 400 days): "rolled up as they
-  age" without a rollup job that could double count after a crash.
+- The receiving thread aggregates datagrams in memory and counts them into pending rows
+  keyed by ids it assigns itself (``popcon.server.ingest``: caps applied there, so pending
+  memory stays bounded even while the database is unavailable). At most every
+  ``commit_interval`` (1 s) it hands the :class:`Writer` those rows as one job, which the
+  writer thread commits in one transaction, into the finest tier only.
+- When a bucket of the finest tier has closed, it is *rolled up* in SQL into every coarser
+  :class:`Tier` (default: 10-minute buckets kept 2 days, 1-hour buckets kept 60 days, 1-day
+  buckets kept ``retention``, 400 days) and into the totals, atomically with the
+  ``rolled_until`` mark (``popcon.server.persist``); readers add the buckets not rolled up
+  yet. A sweep deletes what each tier no longer keeps.
 - Totals (per library/env/level, library/version/env, reports per env, datagram results) are
   stored, so Prometheus counters built from them are monotonic across restarts.
 - A locked database or a full disk is logged and retried with back-off; the pending rows wait
@@ -18,11 +20,16 @@ Design (details and figures in ``docs/collector-storage.md``):
 Public API (kept stable; a change would be announced here):
 
 - :class:`StoreSettings`, :class:`Tier`, :func:`default_tiers`
-- :class:`Batch` (what the receiver hands over), :data:`RESULT_REASONS`
+- :data:`RESULT_REASONS`, :data:`DAY`, :class:`Batch` (for tools and tests)
 - :class:`Writer` (``start()``, ``submit(batch)``, ``flush(timeout)``, ``stop(timeout)``,
-  ``settings``, ``bucket_width``)
+  ``settings``, ``bucket_width``; ``make_ingestor()`` and ``submit(job)`` for the receiver)
 - :func:`connect_writer`, :func:`read_tiers`, :func:`format_labels`, :func:`parse_labels`,
   :func:`integrity_check`
+
+Changed since the first version: ``StoreSettings`` gained ``rollup_grace`` and
+``busy_timeout`` (``commit_interval`` now defaults to 1 s, ``queue_size`` counts jobs); the
+receiver no longer hands batches to the writer (it hands jobs), but ``submit(Batch)`` works as
+before for tools and tests that run no receiver.
 """
 
 from __future__ import annotations
@@ -34,19 +41,29 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
 from popcon.server.decode import REJECTIONS, InventoryPart
 from popcon.server.ingest import (
-    Admission,
-    InventoryAssembler,
+    ORIGIN_CODES,
+    Catalog,
+    Ingestor,
     Limits,
     Pending,
-    expand_batch,
+    merge_pending,
+)
+from popcon.server.persist import (
+    TEMP_TABLES,
+    has_json,
+    load_catalog,
+    read_rolled_until,
+    roll_up,
+    sweep,
+    write_job,
 )
 
 log = logging.getLogger("popcon.server.store")
@@ -56,10 +73,10 @@ DAY = 86400
 #: Count columns of the usage tables, in this order: raw record counts per level.
 LEVEL_COLUMNS = ("direct", "transitive", "upgrade", "unknown")
 _LEVEL_INDEX = {name: i for i, name in enumerate(LEVEL_COLUMNS)}
-ORIGIN_CODES = {"env": 0, "user": 1, "unknown": 2}
 ORIGIN_NAMES = {code: name for name, code in ORIGIN_CODES.items()}
 #: Results the store adds to the decoder's: a datagram dropped (``env_cap``, ``labels_cap``,
-#: ``overload``: the writer queue was full) or stored without the libraries over the cap
+#: ``overload``: more inventory parts in half a second than the receiver keeps) or stored
+#: without the libraries over the cap
 #: (``library_cap``).
 STORE_REJECTIONS = ("env_cap", "labels_cap", "library_cap", "overload")
 #: Every value of ``popcon_datagrams_total{result}``.
@@ -108,13 +125,20 @@ class StoreSettings:
     max_label_sets_per_env: int = 64
     max_libraries_per_env: int = 5000
     max_libraries: int = 50_000
-    #: Seconds between two commits while data arrives (at most 1 s, so a SIGKILL loses <= 2 s).
-    commit_interval: float = 0.5
+    #: Seconds between two commits while data arrives (at most 1 s, so a SIGKILL loses <= 2 s:
+    #: the receiver hands over every 0.5 s).
+    commit_interval: float = 1.0
+    #: Seconds after a finest bucket ends before it is rolled up into coarser tiers and
+    #: totals (later rows for it are still counted, at a higher cost).
+    rollup_grace: float = 10.0
     #: Inventories being assembled at once, and how long a missing part is waited for.
     max_pending_inventories: int = 256
     inventory_timeout: float = 3600.0
-    #: Batches waiting for the writer before the receiver counts new ones as ``overload``.
-    queue_size: int = 128
+    #: Jobs waiting for the writer; when full, the receiving side merges new rows into the
+    #: job it holds instead (memory stays bounded by the caps).
+    queue_size: int = 16
+    #: Seconds a write waits for a lock held by another process before it is retried later.
+    busy_timeout: float = 5.0
 
     def resolved_tiers(self) -> tuple[Tier, ...]:
         return (
@@ -145,21 +169,23 @@ class StoreSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected at least 1")
+        if self.busy_timeout < 0:
+            raise ValueError("busy_timeout: expected 0 or more seconds")
         if not 0 < self.commit_interval <= 1:
             raise ValueError("commit_interval: expected more than 0 and at most 1 second")
 
 
-# -- what the receiver hands over --------------------------------------------------------------
+# -- batches from tools and tests ---------------------------------------------------------------
 
 
 @dataclass
 class Batch:
-    """Datagrams received in a short interval, aggregated.
+    """Datagrams decoded elsewhere, aggregated, for :meth:`Writer.submit` (tools and tests that
+    run no receiver; the receiver hands jobs instead).
 
-    ``uses`` counts identical reports per fine bucket: ``{(bucket_start, UseReport): n}``.
-    ``inventories``: parts in arrival order. ``results``: datagrams per result (``ok`` or a
-    rejection reason) as the decoder judged them; the writer moves ``ok`` ones it drops to
-    the cap reasons.
+    ``uses`` counts identical reports per finest bucket: ``{(bucket_start, UseReport): n}``;
+    ``inventories``: parts in arrival order; ``results``: datagrams per result (``ok`` or a
+    rejection reason).
     """
 
     uses: Counter = field(default_factory=Counter)
@@ -168,6 +194,9 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.uses or self.inventories or self.results)
+
+
+# -- labels ------------------------------------------------------------------------------------
 
 
 def format_labels(labels: Iterable[tuple[str, str]]) -> str:
@@ -196,20 +225,16 @@ CREATE TABLE IF NOT EXISTS sources (
 CREATE TABLE IF NOT EXISTS libs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS usage_by_source (
     tier INTEGER NOT NULL, source_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
-    lib_id INTEGER NOT NULL, origin INTEGER NOT NULL,
+    lib_id INTEGER NOT NULL, origin INTEGER NOT NULL, version TEXT NOT NULL,
     direct INTEGER NOT NULL, transitive INTEGER NOT NULL,
     upgrade INTEGER NOT NULL, unknown INTEGER NOT NULL,
-    PRIMARY KEY (tier, source_id, bucket, lib_id, origin)) WITHOUT ROWID;
+    PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_by_library (
     tier INTEGER NOT NULL, bucket INTEGER NOT NULL, lib_id INTEGER NOT NULL,
     origin INTEGER NOT NULL,
     direct INTEGER NOT NULL, transitive INTEGER NOT NULL,
     upgrade INTEGER NOT NULL, unknown INTEGER NOT NULL,
-    PRIMARY KEY (tier, bucket, lib_id, origin)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS versions (
-    tier INTEGER NOT NULL, lib_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
-    env_id INTEGER NOT NULL, version TEXT NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (tier, lib_id, bucket, env_id, version)) WITHOUT ROWID;
+    PRIMARY KEY (tier, lib_id, bucket, origin)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS edges (
     tier INTEGER NOT NULL, lib_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
     env_id INTEGER NOT NULL, importer_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -236,23 +261,29 @@ CREATE TABLE IF NOT EXISTS datagram_results (reason TEXT PRIMARY KEY, count INTE
 
 
 def connect_writer(
-    path: Union[str, os.PathLike[str]], settings: StoreSettings | None = None
+    path: Union[str, os.PathLike[str]],
+    settings: StoreSettings | None = None,
+    *,
+    now: float | None = None,
 ) -> sqlite3.Connection:
     """Open (creating if needed) the database for writing: WAL, schema, tiers checked.
 
     Raises ``ValueError`` when the database was created with other bucket widths (they cannot
     change afterwards; keeps and caps can), ``sqlite3.Error``/``OSError`` when it cannot be
-    opened.
+    opened. ``now`` starts ``rolled_until`` of a new database (default: the current time).
     """
     settings = settings or StoreSettings()
     settings.check()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        str(path), timeout=settings.busy_timeout, isolation_level=None, check_same_thread=False
+    )
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_SCHEMA)
+        conn.executescript(TEMP_TABLES)
         tiers = settings.resolved_tiers()
         row = conn.execute("SELECT value FROM meta WHERE key = 'tiers'").fetchone()
         if row is not None:
@@ -263,15 +294,20 @@ def connect_writer(
                     f"{[t.width for t in stored]} s and cannot change to "
                     f"{[t.width for t in tiers]} s; use a new --db"
                 )
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('tiers', ?)",
-                (json.dumps([[t.width, t.keep] for t in tiers]),),
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+        start = time.time() if now is None else now
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('tiers', ?)",
+            (json.dumps([[t.width, t.keep] for t in tiers]),),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('rolled_until', ?)",
+            (str(int(start) - int(start) % tiers[0].width),),
+        )
+        conn.execute("COMMIT")
     except BaseException:
         conn.close()
         raise
@@ -295,317 +331,35 @@ def integrity_check(path: Union[str, os.PathLike[str]]) -> str:
         conn.close()
 
 
-# -- writing -----------------------------------------------------------------------------------
-
-
-class _Ids:
-    """name → id caches of one writer connection; cleared when a transaction rolls back."""
-
-    def __init__(self) -> None:
-        self.envs: dict[str, int] = {}
-        self.sources: dict[tuple[str, str], int] = {}
-        self.libs: dict[str, int] = {}
-
-    def clear(self) -> None:
-        self.envs.clear()
-        self.sources.clear()
-        self.libs.clear()
-
-
-def _chunks(items: Sequence, size: int = 500) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _lib_ids(conn: sqlite3.Connection, ids: _Ids, names: set[str]) -> None:
-    missing = sorted(name for name in names if name not in ids.libs)
-    if not missing:
-        return
-    conn.executemany("INSERT OR IGNORE INTO libs (name) VALUES (?)", [(n,) for n in missing])
-    for chunk in _chunks(missing):
-        marks = ",".join("?" * len(chunk))
-        for lib_id, name in conn.execute(
-            f"SELECT id, name FROM libs WHERE name IN ({marks})", chunk
-        ):
-            ids.libs[name] = lib_id
-
-
-def _env_ids(conn: sqlite3.Connection, ids: _Ids, pending: Pending) -> None:
-    conn.executemany(
-        "INSERT INTO envs (name, first_seen, last_seen, py) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET "
-        "py = CASE WHEN excluded.py != '' AND excluded.last_seen >= last_seen "
-        "THEN excluded.py ELSE py END, "
-        "last_seen = max(last_seen, excluded.last_seen)",
-        [(env, seen, seen, py) for env, (seen, py) in pending.env_seen.items()],
-    )
-    missing = [env for env in pending.env_seen if env not in ids.envs]
-    for chunk in _chunks(missing):
-        marks = ",".join("?" * len(chunk))
-        for env_id, name in conn.execute(
-            f"SELECT id, name FROM envs WHERE name IN ({marks})", chunk
-        ):
-            ids.envs[name] = env_id
-    rows = [(ids.envs[env], labels, seen) for (env, labels), seen in pending.source_seen.items()]
-    conn.executemany(
-        "INSERT INTO sources (env_id, labels, last_seen) VALUES (?, ?, ?) "
-        "ON CONFLICT (env_id, labels) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-        rows,
-    )
-    for env, labels in pending.source_seen:
-        if (env, labels) not in ids.sources:
-            row = conn.execute(
-                "SELECT id FROM sources WHERE env_id = ? AND labels = ?", (ids.envs[env], labels)
-            ).fetchone()
-            ids.sources[(env, labels)] = row[0]
-
-
-def _add_counts(table: dict[tuple, list[int]], key: tuple, counts: Sequence[int]) -> None:
-    row = table.get(key)
-    if row is None:
-        table[key] = list(counts)
-    else:
-        for i, value in enumerate(counts):
-            row[i] += value
-
-
-_UPSERT_USAGE = (
-    "INSERT INTO usage_by_source VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (tier, source_id, bucket, lib_id, origin) DO UPDATE SET "
-    "direct = direct + excluded.direct, transitive = transitive + excluded.transitive, "
-    "upgrade = upgrade + excluded.upgrade, unknown = unknown + excluded.unknown"
-)
-_UPSERT_LIBRARY = (
-    "INSERT INTO usage_by_library VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (tier, bucket, lib_id, origin) DO UPDATE SET "
-    "direct = direct + excluded.direct, transitive = transitive + excluded.transitive, "
-    "upgrade = upgrade + excluded.upgrade, unknown = unknown + excluded.unknown"
-)
-
-
-def _write_tiers(
-    conn: sqlite3.Connection, ids: _Ids, pending: Pending, tiers: Sequence[Tier], now: float
-) -> None:
-    lib_id = ids.libs
-    env_id = ids.envs
-    source_id = ids.sources
-    for index, tier in enumerate(tiers):
-        width = tier.width
-        oldest = int(now) - tier.keep  # a bucket ending before this is already expired
-        by_source: dict[tuple, list[int]] = {}
-        by_library: dict[tuple, list[int]] = {}
-        for (bucket, env, labels, name, origin), counts in pending.usage.items():
-            start = bucket - bucket % width
-            if start + width <= oldest:
-                continue
-            lib = lib_id[name]
-            _add_counts(by_source, (index, source_id[(env, labels)], start, lib, origin), counts)
-            _add_counts(by_library, (index, start, lib, origin), counts)
-        conn.executemany(_UPSERT_USAGE, [(*k, *v) for k, v in by_source.items()])
-        conn.executemany(_UPSERT_LIBRARY, [(*k, *v) for k, v in by_library.items()])
-        versions: Counter = Counter()
-        for (bucket, env, name, version), count in pending.versions.items():
-            start = bucket - bucket % width
-            if start + width > oldest:
-                versions[(index, lib_id[name], start, env_id[env], version)] += count
-        conn.executemany(
-            "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (tier, lib_id, bucket, env_id, version) "
-            "DO UPDATE SET count = count + excluded.count",
-            [(*k, v) for k, v in versions.items()],
-        )
-        edges: Counter = Counter()
-        for (bucket, env, importer, name), count in pending.edges.items():
-            start = bucket - bucket % width
-            if start + width > oldest:
-                edges[(index, lib_id[name], start, env_id[env], lib_id[importer])] += count
-        conn.executemany(
-            "INSERT INTO edges VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (tier, lib_id, bucket, env_id, importer_id) "
-            "DO UPDATE SET count = count + excluded.count",
-            [(*k, v) for k, v in edges.items()],
-        )
-        reports: Counter = Counter()
-        for (bucket, env, labels), count in pending.reports.items():
-            start = bucket - bucket % width
-            if start + width > oldest:
-                reports[(index, source_id[(env, labels)], start)] += count
-        conn.executemany(
-            "INSERT INTO reports VALUES (?, ?, ?, ?) ON CONFLICT (tier, source_id, bucket) "
-            "DO UPDATE SET count = count + excluded.count",
-            [(*k, v) for k, v in reports.items()],
-        )
-
-
-def _write_totals(conn: sqlite3.Connection, ids: _Ids, pending: Pending) -> None:
-    usage: dict[tuple, list[int]] = {}
-    for (bucket, env, _labels, name, _origin), counts in pending.usage.items():
-        for level, count in enumerate(counts):
-            if count:
-                key = (ids.envs[env], ids.libs[name], level)
-                row = usage.get(key)
-                if row is None:
-                    usage[key] = [count, bucket]
-                else:
-                    row[0] += count
-                    row[1] = max(row[1], bucket)
-    conn.executemany(
-        "INSERT INTO total_usage VALUES (?, ?, ?, ?, ?) ON CONFLICT (env_id, lib_id, level) "
-        "DO UPDATE SET count = count + excluded.count, "
-        "last_seen = max(last_seen, excluded.last_seen)",
-        [(*k, *v) for k, v in usage.items()],
-    )
-    versions: dict[tuple, list[int]] = {}
-    for (bucket, env, name, version), count in pending.versions.items():
-        key = (ids.envs[env], ids.libs[name], version)
-        row = versions.get(key)
-        if row is None:
-            versions[key] = [count, bucket]
-        else:
-            row[0] += count
-            row[1] = max(row[1], bucket)
-    conn.executemany(
-        "INSERT INTO total_versions VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (env_id, lib_id, version) "
-        "DO UPDATE SET count = count + excluded.count, "
-        "last_seen = max(last_seen, excluded.last_seen)",
-        [(*k, *v) for k, v in versions.items()],
-    )
-    reports: dict[int, list[int]] = {}
-    for (bucket, env, _labels), count in pending.reports.items():
-        row = reports.setdefault(ids.envs[env], [0, bucket])
-        row[0] += count
-        row[1] = max(row[1], bucket)
-    conn.executemany(
-        "INSERT INTO total_reports VALUES (?, ?, ?) ON CONFLICT (env_id) "
-        "DO UPDATE SET count = count + excluded.count, "
-        "last_seen = max(last_seen, excluded.last_seen)",
-        [(k, *v) for k, v in reports.items()],
-    )
-    conn.executemany(
-        "INSERT INTO datagram_results VALUES (?, ?) ON CONFLICT (reason) "
-        "DO UPDATE SET count = count + excluded.count",
-        [(reason, count) for reason, count in pending.results.items() if count],
-    )
-
-
-def _write_inventories(conn: sqlite3.Connection, ids: _Ids, pending: Pending) -> None:
-    for env, (inventory_id, bucket, inventory) in pending.inventories.items():
-        env_id = ids.envs[env]
-        conn.execute("DELETE FROM inventory WHERE env_id = ?", (env_id,))
-        conn.executemany(
-            "INSERT INTO inventory VALUES (?, ?, ?)",
-            [(env_id, name, version) for name, version in inventory.items()],
-        )
-        conn.execute(
-            "UPDATE envs SET inventory_id = ?, inventory_at = ? WHERE id = ?",
-            (inventory_id, bucket, env_id),
-        )
-
-
-def flush_pending(
-    conn: sqlite3.Connection, ids: _Ids, pending: Pending, tiers: Sequence[Tier], now: float
-) -> None:
-    """Write ``pending`` in one transaction. On any error it rolls back, clears the id caches
-    and re-raises, leaving ``pending`` intact for a retry."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _env_ids(conn, ids, pending)
-        names = {key[3] for key in pending.usage}
-        names.update(key[2] for key in pending.edges)
-        _lib_ids(conn, ids, names)
-        _write_tiers(conn, ids, pending, tiers, now)
-        _write_totals(conn, ids, pending)
-        _write_inventories(conn, ids, pending)
-        conn.execute("COMMIT")
-    except BaseException:
-        ids.clear()
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def sweep(conn: sqlite3.Connection, tiers: Sequence[Tier], now: float) -> None:
-    """Delete what is older than each tier keeps; then totals, label sets, environments and
-    library names not seen within the retention (the keep of the coarsest tier)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        sources = [row[0] for row in conn.execute("SELECT id FROM sources")]
-        libs = [row[0] for row in conn.execute("SELECT id FROM libs")]
-        cutoff = 0
-        for index, tier in enumerate(tiers):
-            cutoff = int(now) - tier.keep
-            cutoff -= cutoff % tier.width
-            by_source = [(index, source, cutoff) for source in sources]
-            by_lib = [(index, lib, cutoff) for lib in libs]
-            for table in ("usage_by_source", "reports"):
-                conn.executemany(
-                    f"DELETE FROM {table} WHERE tier = ? AND source_id = ? AND bucket < ?",
-                    by_source,
-                )
-            for table in ("versions", "edges"):
-                conn.executemany(
-                    f"DELETE FROM {table} WHERE tier = ? AND lib_id = ? AND bucket < ?", by_lib
-                )
-            conn.execute(
-                "DELETE FROM usage_by_library WHERE tier = ? AND bucket < ?", (index, cutoff)
-            )
-        for table in ("total_usage", "total_versions", "total_reports", "sources"):
-            conn.execute(f"DELETE FROM {table} WHERE last_seen < ?", (cutoff,))
-        old_envs = [
-            (row[0],) for row in conn.execute("SELECT id FROM envs WHERE last_seen < ?", (cutoff,))
-        ]
-        for table, column in (("inventory", "env_id"), ("sources", "env_id"), ("envs", "id")):
-            conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", old_envs)
-        conn.execute(
-            "DELETE FROM libs WHERE id NOT IN (SELECT lib_id FROM total_usage) "
-            "AND id NOT IN (SELECT importer_id FROM edges)"
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def load_admission(conn: sqlite3.Connection) -> Admission:
-    """The names already counted, so caps hold across restarts."""
-    admission = Admission()
-    for (name,) in conn.execute("SELECT name FROM envs"):
-        admission.envs.add(name)
-        admission.label_sets[name] = set()
-        admission.libs_per_env[name] = set()
-    for env, labels in conn.execute(
-        "SELECT e.name, s.labels FROM sources s JOIN envs e ON e.id = s.env_id"
-    ):
-        admission.label_sets[env].add(labels)
-    for env, lib in conn.execute(
-        "SELECT DISTINCT e.name, l.name FROM total_usage t "
-        "JOIN envs e ON e.id = t.env_id JOIN libs l ON l.id = t.lib_id "
-        "UNION SELECT DISTINCT e.name, l.name FROM edges x "
-        "JOIN envs e ON e.id = x.env_id JOIN libs l ON l.id = x.importer_id"
-    ):
-        admission.libs_per_env[env].add(lib)
-    admission.libs.update(row[0] for row in conn.execute("SELECT name FROM libs"))
-    return admission
-
-
 # -- the writer thread -------------------------------------------------------------------------
 
 _STOP = object()
 SWEEP_INTERVAL = 3600.0
-_LARGE_PENDING = 200_000
+
+
+@dataclass
+class FlushMarker:
+    """Put in the writer's queue by :meth:`Writer.flush`; ``ok`` tells whether every job
+    before it was committed."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
 
 
 class Writer:
-    """The one writer: a thread fed by a queue of :class:`Batch` objects.
+    """The one writer: a thread that writes the jobs (:class:`~popcon.server.ingest.Pending`)
+    the receiving thread hands it, rolls closed buckets up and sweeps old ones. It only runs
+    SQL; each job is a few statements fed by JSON, so the GIL is free while SQLite works.
 
     ``start()`` opens the database on the calling thread (so a bad path or a database created
-    with other bucket widths raises there) and starts the thread. ``submit(batch)`` never
-    blocks: it returns False when the queue is full (the receiver then counts the batch's
-    datagrams as ``overload``). ``flush(timeout)`` waits until everything submitted before it
-    is committed. ``stop(timeout)`` writes what is pending and closes the database.
-    ``clock`` gives the time used for tier cut-offs and retention (tests move it).
+    with other bucket widths raises there), forgets names unused for the retention, loads the
+    :attr:`catalog` for the receiving side and starts the thread. ``submit(job)`` never blocks
+    (False when the queue is full: the caller keeps the job and merges more into it). A job
+    that fails (locked database, full disk) is logged and put in :attr:`returned` for the
+    receiving side to merge into its next job; the writer then waits (back-off) before the
+    next attempt. ``flush(timeout)`` waits until the jobs submitted before it were handled.
+    ``stop(timeout)`` writes what is queued or returned and closes. ``clock`` gives the time
+    used for roll-ups and retention (tests move it).
     """
 
     def __init__(
@@ -627,36 +381,81 @@ class Writer:
             self.settings.max_libraries_per_env,
             self.settings.max_libraries,
         )
+        self.catalog = Catalog()
+        self.returned: deque[Pending] = deque()
         self._queue: queue.Queue[object] = queue.Queue(self.settings.queue_size)
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        #: Commits done, and the last error (None after a success); for health and tests.
+        self._stop_deadline = 0.0
+        self._use_json = True
+        self._batch_ingestor: Ingestor | None = None
+        #: Jobs committed, and the last error (None after a success); for health and tests.
         self.commits = 0
         self.last_error: str | None = None
 
     # public API
 
     def start(self) -> None:
-        self._conn = connect_writer(self.path, self.settings)
-        self._admission = load_admission(self._conn)
+        conn = connect_writer(self.path, self.settings, now=self.clock())
+        try:
+            self._use_json = has_json(conn)
+            rolled_until = read_rolled_until(conn) or 0
+            closed = self._closed_until()
+            if closed > rolled_until:  # buckets that closed while the collector was down
+                roll_up(conn, self.tiers, rolled_until, closed)
+            sweep(conn, self.tiers, self.clock(), forget_names=True)
+            self.catalog = load_catalog(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
         self._thread = threading.Thread(target=self._run, name="popcon-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: Batch) -> bool:
+    def make_ingestor(self) -> Ingestor:
+        """The receiving side's state, with this writer's catalog, caps and bucket width."""
+        return Ingestor(
+            self.catalog,
+            self.limits,
+            self.bucket_width,
+            max_pending_inventories=self.settings.max_pending_inventories,
+            inventory_timeout=self.settings.inventory_timeout,
+        )
+
+    def can_submit(self) -> bool:
+        return not self._queue.full()
+
+    def submit(self, job: Pending | Batch, timeout: float | None = None) -> bool:
+        """Queue a job; without ``timeout`` never blocks. False when the queue stayed full.
+
+        A :class:`Batch` is counted into a job on the calling thread first (with the writer's
+        catalog: only while no receiver runs on this writer).
+        """
+        if isinstance(job, Batch):
+            if self._batch_ingestor is None:
+                self._batch_ingestor = self.make_ingestor()
+            self._batch_ingestor.add(job.uses, job.inventories, job.results, self.clock())
+            taken = self._batch_ingestor.take_job()
+            if taken is None:
+                return True
+            job = taken
         try:
-            self._queue.put_nowait(batch)
+            if timeout is None:
+                self._queue.put_nowait(job)
+            else:
+                self._queue.put(job, timeout=timeout)
         except queue.Full:
             return False
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until everything submitted so far is committed; False on timeout."""
-        done = threading.Event()
+        """Wait until the jobs submitted so far were handled; True if all were committed."""
+        marker = FlushMarker()
         try:
-            self._queue.put(done, timeout=timeout)
+            self._queue.put(marker, timeout=timeout)
         except queue.Full:
             return False
-        return done.wait(timeout)
+        return marker.done.wait(timeout) and marker.ok
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is None:
@@ -668,99 +467,100 @@ class Writer:
 
     # the thread
 
+    def _write(self, job: Pending, rolled_until: int) -> bool:
+        assert self._conn is not None
+        try:
+            write_job(self._conn, job, self.tiers, rolled_until, use_json=self._use_json)
+        except Exception as error:  # locked, full disk, I/O error: retried later
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(30.0, 0.25 * 2**self._failures)
+            self._report(error, self._failures)
+            return False
+        self._failures = 0
+        self.commits += 1
+        self.last_error = None
+        return True
+
     def _run(self) -> None:
         conn = self._conn
         assert conn is not None
-        pending = Pending()
-        ids = _Ids()
-        assembler = InventoryAssembler(
-            self.settings.max_pending_inventories, self.settings.inventory_timeout
-        )
-        waiters: list[threading.Event] = []
+        self._failures = 0
+        self._retry_at = 0.0
+        failed_since_marker = False
         stopping = False
-        last_flush = time.monotonic()
-        retry_at = 0.0
-        failures = 0
-        next_sweep = 0.0
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
+        rolled_until = read_rolled_until(conn) or 0
         while True:
             try:
-                items = [self._queue.get(timeout=self.settings.commit_interval)]
+                item = self._queue.get(timeout=0.5)
             except queue.Empty:
-                items = []
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            now = self.clock()
-            for item in items:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                elif isinstance(item, Batch):
-                    try:
-                        expand_batch(
-                            pending,
-                            self._admission,
-                            self.limits,
-                            assembler,
-                            item.uses,
-                            item.inventories,
-                            item.results,
-                            self.bucket_width,
-                            now,
-                        )
-                    except Exception:  # a bug must not end the writer
-                        log.exception("could not count a batch; it is dropped")
-            tick = time.monotonic()
-            due = tick - last_flush >= self.settings.commit_interval
-            if (
-                pending
-                and tick >= retry_at
-                and (due or stopping or waiters or pending.size() > _LARGE_PENDING)
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif isinstance(item, FlushMarker):
+                item.ok = not failed_since_marker and not self.returned
+                failed_since_marker = False
+                item.done.set()
+            elif isinstance(item, Pending) and (
+                # During a back-off a job goes straight back, to be merged into the next one.
+                time.monotonic() < self._retry_at or not self._write(item, rolled_until)
             ):
+                self.returned.append(item)
+                failed_since_marker = True
+            now = self.clock()
+            tick = time.monotonic()
+            if tick < self._retry_at or self.returned:
+                pass
+            elif self._closed_until() > rolled_until:
+                closed = self._closed_until()
                 try:
-                    flush_pending(conn, ids, pending, self.tiers, now)
-                except Exception as error:  # locked, full disk, I/O error: retry later
-                    failures += 1
-                    retry_at = tick + min(30.0, 0.25 * 2**failures)
-                    self._report(error, failures)
+                    roll_up(conn, self.tiers, rolled_until, closed)
+                except Exception as error:
+                    self._failures += 1
+                    self._retry_at = tick + min(30.0, 0.25 * 2**self._failures)
+                    self._report(error, self._failures, what="roll up buckets in")
                 else:
-                    pending = Pending()
-                    last_flush = tick
-                    failures = 0
-                    self.commits += 1
-                    self.last_error = None
-            if not pending:
-                for event in waiters:
-                    event.set()
-                waiters.clear()
-                if tick >= next_sweep and not stopping:
-                    next_sweep = tick + SWEEP_INTERVAL
-                    try:
-                        sweep(conn, self.tiers, now)
-                        self._admission = load_admission(conn)
-                    except Exception as error:
-                        next_sweep = tick + 60.0
-                        self._report(error, 1, what="sweep old buckets")
-            if stopping and (not pending or time.monotonic() >= self._stop_deadline):
-                if pending:
-                    log.error(
-                        "stopped with %d rows not written (last error: %s)",
-                        pending.size(),
-                        self.last_error,
-                    )
+                    rolled_until = closed
+            elif tick >= next_sweep and item is None:
+                next_sweep = tick + SWEEP_INTERVAL
+                try:
+                    sweep(conn, self.tiers, now)
+                except Exception as error:
+                    next_sweep = tick + 60.0
+                    self._report(error, 1, what="sweep old buckets from")
+            if stopping and self._queue.empty():
+                self._finish(rolled_until)
                 break
-            if stopping and pending:
-                time.sleep(min(0.2, max(0.0, retry_at - time.monotonic())))
         conn.close()
+
+    def _closed_until(self) -> int:
+        """The end of the last finest bucket that closed ``rollup_grace`` seconds ago."""
+        closed = int(self.clock() - self.settings.rollup_grace)
+        return closed - closed % self.bucket_width
+
+    def _finish(self, rolled_until: int) -> None:
+        """At stop: write what came back (nobody else will), until the stop deadline."""
+        job = Pending()
+        while self.returned:
+            merge_pending(job, self.returned.popleft())
+        while job:
+            if self._write(job, rolled_until):
+                return
+            if time.monotonic() >= self._stop_deadline:
+                log.error(
+                    "stopped with %d rows not written to %s (last error: %s)",
+                    job.size(),
+                    self.path,
+                    self.last_error,
+                )
+                return
+            time.sleep(max(0.05, min(1.0, self._retry_at - time.monotonic())))
 
     def _report(self, error: Exception, failures: int, what: str = "write to") -> None:
         message = f"{type(error).__name__}: {error}"
         if message != self.last_error or failures in (1, 10, 100) or failures % 1000 == 0:
             log.warning(
-                "could not %s %s (%s); retrying, nothing is lost while memory lasts",
+                "could not %s %s (%s); will retry, nothing is lost while memory lasts",
                 what,
                 self.path,
                 message,

@@ -6,7 +6,6 @@
 "use strict";
 (function () {
   const PREFIX = document.querySelector('meta[name="popcon-prefix"]').content || "/";
-  const WINDOWS = ["6h", "24h", "7d", "30d"];
   const TOKEN_KEY = "popcon-token";
   const SHOWN_ROWS = 200;
   const ROWS_BATCH = 100;
@@ -164,6 +163,10 @@
     const headers = { Accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = "token " + token;
+    // Behind JupyterHub the login is a cookie, and a script's requests must also show the
+    // Hub's XSRF token (the _xsrf cookie its OAuth callback set for this prefix).
+    const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]+)/);
+    if (xsrf) headers["X-XSRFToken"] = decodeURIComponent(xsrf[1]);
     const response = await fetch(PREFIX + path + (query ? "?" + query : ""), {
       headers, credentials: "same-origin",
     });
@@ -217,9 +220,9 @@
       }
     }
     envSelect.replaceChildren(el("option", { value: "", text: "All environments" }),
-      environments.map((env) => el("option", { value: env.env, text: env.env })));
+      ...environments.map((env) => el("option", { value: env.env, text: env.env })));
     labelSelect.replaceChildren(el("option", { value: "", text: "All labels" }),
-      [...labels].sort().map((label) => el("option", { value: label, text: label })));
+      ...[...labels].sort().map((label) => el("option", { value: label, text: label })));
     return environments;
   }
 
@@ -512,7 +515,7 @@
       el("div", { class: "stats" },
         stat(answer.processes, "processes"), stat(answer.direct, "direct"),
         stat(answer.transitive, "transitive"),
-        stat(directShare === null ? "–" : Math.round(directShare * 100) + "%", "direct share")),
+        stat(directShare === null ? "–" : Math.round(directShare * 100) + "%", "direct share", true)),
       el("div", { class: "grid" },
         el("section", { class: "card" }, el("h2", { text: "Processes over time" }),
           el("div", { class: "chart" }, processesCanvas),
@@ -541,14 +544,14 @@
     const labels = answer.series.map((p) => formatTime(p.time, span));
     const chartValue = (v) => (isHidden(v) ? null : v);
     charts.push(new Chart(processesCanvas, {
-      type: "line",
+      type: "bar",
       data: {
         labels,
         datasets: [
-          { label: "direct", data: answer.series.map((p) => chartValue(p.direct)), fill: "origin",
-            borderColor: COLORS[0], backgroundColor: "rgba(37, 99, 235, 0.35)", pointRadius: 0, tension: 0.2 },
-          { label: "transitive", data: answer.series.map((p) => chartValue(p.transitive)), fill: "-1",
-            borderColor: COLORS[1], backgroundColor: "rgba(245, 158, 11, 0.35)", pointRadius: 0, tension: 0.2 },
+          { label: "direct", data: answer.series.map((p) => chartValue(p.direct)),
+            backgroundColor: COLORS[0] },
+          { label: "transitive", data: answer.series.map((p) => chartValue(p.transitive)),
+            backgroundColor: COLORS[1] },
         ],
       },
       options: chartOptions(true),
@@ -573,16 +576,18 @@
       responsive: true, maintainAspectRatio: false, animation: false,
       interaction: { mode: "index", intersect: false },
       scales: {
-        x: { stacked, ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 8 } },
+        x: { stacked, ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 8 },
+          grid: { display: false } },
         y: { stacked, beginAtZero: true, ticks: { precision: 0 } },
       },
       plugins: { legend: { position: "bottom" } },
     };
   }
 
-  function stat(value, label) {
+  function stat(value, label, isText) {
     return el("div", { class: "stat" },
-      el("b", { class: isHidden(value) ? "hidden-count" : "", text: typeof value === "number" ? value.toLocaleString() : value }),
+      el("b", { class: isHidden(value) && !isText ? "hidden-count" : "",
+        text: typeof value === "number" ? value.toLocaleString() : value }),
       el("span", { text: label }));
   }
 

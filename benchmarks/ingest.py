@@ -1,0 +1,266 @@
+"""Ingest benchmark: datagrams per CPU-second through receive + decode + aggregate + store,
+against a bare ``recv`` loop measured in the same run; then no loss at 20,000/s for 10 s.
+
+    python benchmarks/ingest.py            # full run (about a minute)
+    python benchmarks/ingest.py --quick    # smaller counts, a few seconds
+
+Everything runs on loopback (127.0.0.1). The collector (a real ``Collector``: receiving
+thread, writer thread, SQLite file) runs in this process, pinned to one CPU; one sender
+process, pinned to another CPU, replays prepared datagrams (typical 100-300 byte ``use``
+reports of a realistic workload, see ``workload.py``) as fast as it can, which is faster than
+the collector can take them, so the receiving socket stays full and the collector runs flat
+out on its core. Figures: datagrams handled per CPU-second of the collector process (all its
+threads), and per wall-second. The bare ``recv`` loop runs the same way in the same run.
+Two mixes: *repeating* (the processes drawn from 5,000 distinct ones with Zipf weights: many
+processes run the same things) and *all distinct* (every datagram's bytes differ, the worst
+case for the per-interval dedupe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from workload import Workload, zipf_weights
+
+from popcon.server import (
+    Collector,
+    queries,
+)
+
+
+def repeating_mix(count: int, distinct: int = 5000, seed: int = 2) -> list[bytes]:
+    """Processes drawn from 5,000 distinct ones with Zipf weights, datagrams in order."""
+    workload = Workload(seed)
+    pool = [workload.process_datagrams() for _ in range(distinct)]
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    weights = zipf_weights(distinct, 1.0)
+    while len(out) < count:
+        for process in rng.choices(pool, weights, k=1000):
+            out.extend(process)
+    return out[:count]
+
+
+def distinct_mix(count: int, seed: int = 3) -> list[bytes]:
+    """Every datagram's bytes differ: realistic datagrams whose ``seq`` counts up (so none
+    counts a new process; the library lines still repeat, as they do in reality)."""
+    pool = Workload(seed).datagrams(20_000)
+    out = []
+    for i in range(count):
+        data = pool[i % len(pool)]
+        cut = data.index(b"\n")
+        out.append(b"popcon/1 use %d" % (i + 1) + data[cut:])
+    return out
+
+
+def _pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
+
+
+def _blast(address: tuple[str, int], datagrams: list[bytes], start: float) -> None:
+    """Sender process: wait for ``start`` (a time.time()), send everything once."""
+    _pin(1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(address)
+    send = sock.send
+    while time.time() < start:
+        time.sleep(0.001)
+    for data in datagrams:
+        try:
+            send(data)
+        except OSError:
+            pass
+
+
+def _paced(address: tuple[str, int], datagrams: list[bytes], rate: float, start: float) -> None:
+    """Sender process: ``rate`` datagrams/s, in 5 ms slices, starting at ``start``."""
+    _pin(1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(address)
+    send = sock.send
+    while time.time() < start:
+        time.sleep(0.001)
+    t0 = time.perf_counter()
+    sent = 0
+    total = len(datagrams)
+    while sent < total:
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        while sent < due:
+            send(datagrams[sent])
+            sent += 1
+        time.sleep(0.005)
+
+
+def _senders(target, address, datagrams, processes, *extra) -> tuple[list, float]:
+    ctx = multiprocessing.get_context("fork")
+    start = time.time() + 0.5
+    share = [datagrams[i::processes] for i in range(processes)]
+    procs = [ctx.Process(target=target, args=(address, part, *extra, start)) for part in share]
+    for proc in procs:
+        proc.start()
+    return procs, start
+
+
+def bare_recv(datagrams: list[bytes], processes: int) -> dict:
+    """The baseline: a thread doing only ``recv`` in a loop, in this process."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(1.0)
+    got = [0]
+
+    def loop() -> None:
+        recv = sock.recv
+        n = 0
+        try:
+            while True:
+                recv(1401)
+                n += 1
+        except socket.timeout:
+            pass
+        got[0] = n
+
+    thread = threading.Thread(target=loop)
+    cpu0 = time.process_time()
+    thread.start()
+    procs, start = _senders(_blast, sock.getsockname(), datagrams, processes)
+    for proc in procs:
+        proc.join()
+    sent_wall = time.time() - start
+    thread.join()
+    cpu = time.process_time() - cpu0
+    sock.close()
+    return {"received": got[0], "cpu": cpu, "wall": sent_wall}
+
+
+def _drained(collector: Collector, quiet: float = 0.3) -> float:
+    """Wait until the receiver took nothing new for ``quiet`` seconds; the time it last did."""
+    last, last_change = -1, time.time()
+    while time.time() - last_change < quiet:
+        total = sum(collector.receiver.results.values())
+        if total != last:
+            last, last_change = total, time.time()
+        time.sleep(0.02)
+    return last_change
+
+
+def collector_run(datagrams: list[bytes], processes: int, db: Path) -> dict:
+    collector = Collector(db, ("127.0.0.1", 0))
+    collector.start()
+    try:
+        cpu0 = time.process_time()
+        procs, start = _senders(_blast, collector.address, datagrams, processes)
+        for proc in procs:
+            proc.join()
+        sent_wall = time.time() - start
+        busy_wall = _drained(collector) - start
+    finally:
+        collector.stop()
+    cpu = time.process_time() - cpu0
+    received = sum(collector.receiver.results.values())
+    conn = queries.connect_readonly(db)
+    stored_ok = queries.datagram_totals(conn)["ok"]
+    conn.close()
+    return {
+        "received": received,
+        "stored_ok": stored_ok,
+        "cpu": cpu,
+        "wall": busy_wall,
+        "sent_wall": sent_wall,
+    }
+
+
+def paced_run(rate: float, seconds: float, db: Path) -> dict:
+    datagrams = repeating_mix(int(rate * seconds), seed=4)
+    collector = Collector(db, ("127.0.0.1", 0))
+    collector.start()
+    try:
+        cpu0 = time.process_time()
+        procs, start = _senders(_paced, collector.address, datagrams, 1, rate)
+        for proc in procs:
+            proc.join()
+        wall = time.time() - start
+        collector.flush(30)
+        cpu = time.process_time() - cpu0
+    finally:
+        collector.stop()
+    conn = queries.connect_readonly(db)
+    totals = queries.datagram_totals(conn)
+    reports = sum(row.count for row in queries.report_totals(conn))
+    conn.close()
+    return {
+        "sent": len(datagrams),
+        "ok": totals["ok"],
+        "reports": reports,
+        "wall": wall,
+        "cpu": cpu,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
+    parser.add_argument("--datagrams", type=int, default=None, help="per measured run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--senders", type=int, default=1, help="sender processes")
+    args = parser.parse_args(argv)
+    _pin(0)
+    count = args.datagrams or (60_000 if args.quick else 600_000)
+    repeat = 1 if args.quick else args.repeat
+    mixes = {"repeating": repeating_mix(count), "all distinct": distinct_mix(count)}
+    sizes = [len(d) for d in mixes["repeating"]]
+    print(
+        f"datagram sizes: median {statistics.median(sizes):.0f} B, "
+        f"10-90 % {sorted(sizes)[len(sizes) // 10]}-{sorted(sizes)[len(sizes) * 9 // 10]} B; "
+        f"{count:,} per run, {args.senders} sender processes, median of {repeat}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [bare_recv(mixes["repeating"], args.senders) for _ in range(repeat)]
+        base_cpu = statistics.median(r["received"] / r["cpu"] for r in base)
+        base_wall = statistics.median(r["received"] / r["wall"] for r in base)
+        print(
+            f"bare recv loop:          {base_cpu:>9,.0f}/CPU-s {base_wall:>9,.0f}/wall-s "
+            f"(sender offered {statistics.median(count / r['wall'] for r in base):,.0f}/s)"
+        )
+        for name, datagrams in mixes.items():
+            runs = [
+                collector_run(datagrams, args.senders, Path(tmp) / f"{name}-{i}.sqlite")
+                for i in range(repeat)
+            ]
+            per_cpu = statistics.median(r["received"] / r["cpu"] for r in runs)
+            per_wall = statistics.median(r["received"] / r["wall"] for r in runs)
+            stored = all(r["stored_ok"] == r["received"] for r in runs)
+            print(
+                f"collector, {name + ':':13s}{per_cpu:>9,.0f}/CPU-s {per_wall:>9,.0f}/wall-s "
+                f"(ratio to bare recv: {per_cpu / base_cpu:.2f} per CPU-s, "
+                f"{per_wall / base_wall:.2f} per wall-s; sender offered "
+                f"{statistics.median(count / r['sent_wall'] for r in runs):,.0f}/s; every datagram "
+                f"received was stored: {stored})"
+            )
+        seconds = 2.0 if args.quick else 10.0
+        paced = paced_run(20_000, seconds, Path(tmp) / "paced.sqlite")
+        verdict = "NO LOSS" if paced["ok"] == paced["sent"] else "LOSS"
+        print(
+            f"paced 20,000/s for {seconds:.0f} s: sent {paced['sent']:,}, stored ok "
+            f"{paced['ok']:,}, processes counted {paced['reports']:,} -> {verdict}; "
+            f"collector CPU {paced['cpu'] / paced['wall']:.0%} of one core"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
