@@ -17,7 +17,7 @@ from . import __version__
 from .recorder_hook import opted_out
 
 PTH_NAME = "popcon.pth"
-PTH_LINE = "import _popcon_hook; _popcon_hook.start()\n"
+PTH_LINE = "import _popcon_hook\n"  # the module starts itself when imported by this name
 CACHE_DIR_NAME = "popcon-cache"
 # Files popcon enable writes into site-packages, and the source each is a copy of.
 RECORDER_FILES = {

@@ -2,7 +2,8 @@
 
 ``popcon enable`` copies this file into site-packages as ``_popcon_hook.py`` (and the recorder's
 core, ``recorder.py``, as ``_popcon_recorder.py``) and writes ``popcon.pth``, whose line
-``import _popcon_hook; _popcon_hook.start()`` Python runs at start-up. This module stays tiny:
+``import _popcon_hook`` Python runs at start-up; imported under that name, this module starts
+itself (a shorter ``.pth`` line is cheaper to compile at every start). It stays tiny:
 it installs a meta path finder whose ``find_spec`` finds nothing and, for a module whose
 top-level name it has not settled yet, hands over to the core, loaded on first need.
 """
@@ -150,3 +151,7 @@ def _after_fork_in_child() -> None:
             _core.after_fork_in_child()
         except Exception:
             pass
+
+
+if __name__ == "_popcon_hook":
+    start()
