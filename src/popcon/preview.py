@@ -22,10 +22,7 @@ import sys
 _popcon_preview_dir = {directory!r}
 try:
     import _popcon_hook
-    _popcon_hook.start()
-    # Load the rest now: the hook loads it lazily, after this directory has left sys.path.
-    import _popcon_recorder
-    import _popcon_recorder_map
+    _popcon_hook.start()  # it loads the rest from its own directory, not through sys.path
 finally:
     # Stand aside for a real sitecustomize further down sys.path, if there is one: the import
     # system returns whatever sys.modules holds under this name once this file has run.
