@@ -5,7 +5,14 @@ from pathlib import Path
 
 from popcon.cli import SERVER_COMMANDS, _parser
 
-SOURCES = ["recorder.py", "recorder_hook.py", "recorder_map.py", "preview.py", "enable.py"]
+SOURCES = [
+    "recorder.py",
+    "recorder_hook.py",
+    "recorder_map.py",
+    "recorder_rare.py",
+    "preview.py",
+    "enable.py",
+]
 
 
 def _settings_table(doc: str) -> set:

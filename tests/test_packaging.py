@@ -88,7 +88,7 @@ def test_bare_install_imports_only_the_standard_library(bare_venv: Path) -> None
         "import sys\n"
         "before = set(sys.modules)\n"
         "import popcon.cli, popcon.enable, popcon.preview, popcon.recorder, "
-        "popcon.recorder_hook, popcon.recorder_map\n"
+        "popcon.recorder_hook, popcon.recorder_map, popcon.recorder_rare\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "print(sorted(n for n in new if n not in sys.stdlib_module_names and n != 'popcon'))\n"
     )

@@ -24,6 +24,7 @@ RECORDER_FILES = {
     "_popcon_hook.py": "recorder_hook.py",
     "_popcon_recorder.py": "recorder.py",
     "_popcon_recorder_map.py": "recorder_map.py",
+    "_popcon_recorder_rare.py": "recorder_rare.py",
 }
 
 _DESCRIBE = """
@@ -46,11 +47,11 @@ _STATUS = """
 import json, os, sys
 site = sys.argv[1]
 sys.path.insert(0, site)
-import _popcon_recorder as core
+import _popcon_recorder as core, _popcon_recorder_map as mapper
 sites = [s for s in json.loads(sys.argv[2]) if os.path.isdir(s)]
 labels, rejected = core.parse_labels(os.environ.get("POPCON_LABELS", ""))
 print(json.dumps({
-    "maps": [core.map_status(s) for s in sites],
+    "maps": [mapper.map_status(s) for s in sites],
     "environment_label": core.environment_label(os.environ),
     "labels": dict(labels),
     "rejected_labels": rejected,
@@ -60,9 +61,9 @@ print(json.dumps({
 _BUILD = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
-import _popcon_recorder as core
+import _popcon_recorder as core, _popcon_recorder_map as mapper
 sites = [s for s in json.loads(sys.argv[2]) if os.path.isdir(s)]
-print(json.dumps(core.build_caches(sites)))
+print(json.dumps(mapper.build_caches(sites)))
 """
 
 

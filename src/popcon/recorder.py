@@ -6,6 +6,9 @@ process that imports no third-party library never loads it. Standard library onl
 sends names a user, a host, a path, a time or a user's own module.
 
 The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
+Notes below are comments rather than docstrings: every process that imports a library loads
+this module, and docstrings would make that load longer (rarely needed parts live in
+``recorder_rare.py`` for the same reason).
 """
 
 import os
@@ -16,15 +19,13 @@ _VERSION = "0.1.0"  # the popcon version this copy came from; checked by `popcon
 _MAP_FORMAT = 3  # bump when the cached map's layout changes
 _MAX_DATAGRAM = 1400
 _MAX_LABELS = 8
-_MAX_INVENTORY_PARTS = 64
-_RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
 _SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
 
 
-# Per-process state. ``_settled`` is the hook's set of top-level names whose imports need no
-# further thought (standard library, user modules, distributions already direct); the hook
-# hands it over in ``attach``.
+# Per-process state. ``_settled`` is the hook's set of top-level names whose finds need no
+# further report (user modules, distributions already recorded); ``attach`` shares it.
+_hook = None  # the start-up hook module
 _settled: set = set()
 _map = None  # the _ModuleMap, loaded on the first import that needs it
 _levels: dict = {}  # distribution name -> "direct" | "transitive"
@@ -37,45 +38,63 @@ _ipython_hooked = False
 _last_scan = -1e9  # time.monotonic() of the last upgrade scan
 _last_scan_size = 0  # how many namespace entries it looked at
 _lock = None  # the hook's lock: one thread at a time in here
-_load_module = None  # the hook's load_beside: loads the map builder when needed
-_OWN_MODULES = frozenset({"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "popcon"})
+_OWN_MODULES = frozenset(
+    {"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "_popcon_recorder_rare", "popcon"}
+)
 _STDLIB: frozenset = frozenset()
 
 
-def attach(settled: set, lock, load_module) -> None:
-    """Called once by the hook, on the first import it cannot settle by itself."""
-    global _settled, _lock, _load_module, _STDLIB
-    _settled = settled
-    _lock = lock
-    _load_module = load_module
+def attach(hook) -> None:
+    # Called once by the hook, on its first report: share its state, and only now take on
+    # exit and fork duties (a process that never gets here has nothing to send).
+    global _hook, _settled, _lock, _STDLIB
+    import atexit
+
+    _hook = hook
+    _settled = hook._settled
+    _lock = hook._lock
     _STDLIB = _standard_library_names()
+    atexit.register(_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _at_exit() -> None:
+    if _lock.acquire(True, 0.5):
+        try:
+            at_exit()
+        except Exception:
+            pass
+        finally:
+            _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    import _thread
+
+    _lock = _hook._lock = _thread.RLock()  # another thread may have held it at the fork
+    try:
+        after_fork_in_child()
+    except Exception:
+        pass
 
 
 def _standard_library_names() -> frozenset:
     names = getattr(sys, "stdlib_module_names", None)
-    if names is not None:
-        return names | frozenset(sys.builtin_module_names)
-    # Python 3.9: what lives in the standard library's directories, and the frozen importlib.
-    found = set(sys.builtin_module_names) | {"_frozen_importlib", "_frozen_importlib_external"}
-    stdlib = os.path.dirname(os.__file__)
-    for directory in (stdlib, os.path.join(stdlib, "lib-dynload")):
-        try:
-            entries = os.listdir(directory)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry != "site-packages":
-                found.add(entry.split(".", 1)[0])
-    return frozenset(found)
+    if names is None:
+        return _sibling("rare").standard_library_names_before_3_10()
+    return names | frozenset(sys.builtin_module_names)
 
 
 def at_exit() -> None:
-    """Send what is still pending (upgrades found by a last look at user namespaces), then
-    close the socket, so that no ResourceWarning reaches the user at shutdown."""
+    # Send what is still pending (upgrades found by a last look at user namespaces), then
+    # close the socket, so that no ResourceWarning reaches the user at shutdown.
     if _transitive:
         _scan_user_namespaces()
     _flush()
-    _await_resolution()
+    if _config is not None and _config.resolving:
+        _sibling("rare").await_resolution(_config)
     if _config is not None:
         _config.mode = None  # later imports (other exit handlers) send nothing
         if _config.socket is not None:
@@ -84,7 +103,7 @@ def at_exit() -> None:
 
 
 def after_fork_in_child() -> None:
-    """A forked child is a new process that already knows what its parent reported."""
+    # A forked child is a new process that already knows what its parent reported.
     global _seq, _config
     _seq = 0
     del _pending[:]
@@ -95,56 +114,56 @@ def after_fork_in_child() -> None:
 # --------------------------------------------------------------------------- classification
 
 
-def on_import(fullname: str, top: str) -> None:
-    """The slow path: the first import under a top-level name the hook has not settled.
-
-    The hook calls it under its lock. Once a name is classified it is settled, so every later
-    import under it (numpy's hundred submodules) costs the hook one set look-up; a transitive
-    distribution that user code imports later is found by ``_scan_user_namespaces``.
-    """
+def on_import(fullname: str, top: str) -> bool:
+    # A module found under a top-level name the hook has not settled; True when it is a
+    # namespace package shared by several distributions (the hook then watches its directories,
+    # to report the modules found one level deeper).
+    #
+    # The hook calls it under its lock. Once a name is classified it is settled; a transitive
+    # distribution that user code imports later is found by ``_scan_user_namespaces``.
     global _map
     if top in _STDLIB:  # Python 3.9 only: the hook has no list of the standard library
         _settled.add(top)
-        return
+        return False
     if _map is None:
         _map = _load_map()
     dist = _map.lookup(fullname, top)
     if dist is None and _map.is_stale():
         _map = _load_map()  # pip changed the environment while this process ran
         dist = _map.lookup(fullname, top)
-    settle = not _map.is_namespace(top)
+    namespace = _map.is_namespace(top)
     if dist is None:
-        if settle:
+        if not namespace:
             _settled.add(top)
             _user_tops.add(top)
-        return
+        return namespace and fullname == top
     if dist[0] not in _levels:
         importer = _importing_distribution(sys._getframe(1))
         if importer is _AT_START_UP:
-            return  # a .pth file or sitecustomize importing: nobody's use (yet)
+            return False  # a .pth file or sitecustomize importing: nobody's use (yet)
         if importer is not None and importer[0] == dist[0]:
-            return  # its own code, loaded before the recorder started: not a use yet
+            return False  # its own code, loaded before the recorder started: not a use yet
         _record(dist, importer)
         _scan_user_namespaces(throttle=True)
         _flush()
-    if settle:
+    if not namespace:
         _settled.add(top)
+    return namespace and fullname == top
 
 
 _AT_START_UP = ("(start-up)", "-", "env")  # what _importing_distribution says during site
 
 
 def _importing_distribution(frame) -> "tuple | None":
-    """The distribution whose code is importing, None when user code is, or ``_AT_START_UP``
-    when the import runs under ``site`` (a ``.pth`` file, ``sitecustomize``).
-
-    Walks out from the import machinery, looking through standard-library frames (importlib,
-    runpy, pickle, ...) and the recorder's own. The first other frame decides: a module of an
-    installed distribution makes the import transitive; anything else is user code. A script,
-    ``-c`` and a notebook cell run as ``__main__``; ``python -m pkg`` runs as ``__main__`` with
-    ``__spec__.name == "pkg"``, which makes ``pkg``'s distribution the importer. The walk goes
-    on to the outermost frame, to see whether ``site`` is running.
-    """
+    # The distribution whose code is importing, None when user code is, or ``_AT_START_UP``
+    # when the import runs under ``site`` (a ``.pth`` file, ``sitecustomize``).
+    #
+    # Walks out from the import machinery, looking through standard-library frames (importlib,
+    # runpy, pickle, ...) and the recorder's own. The first other frame decides: a module of an
+    # installed distribution makes the import transitive; anything else is user code. A script,
+    # ``-c`` and a notebook cell run as ``__main__``; ``python -m pkg`` runs as ``__main__`` with
+    # ``__spec__.name == "pkg"``, which makes ``pkg``'s distribution the importer. The walk goes
+    # on to the outermost frame, to see whether ``site`` is running.
     decided = False
     importer = None
     while frame is not None:
@@ -187,16 +206,14 @@ def _upgrade(dist: tuple) -> None:
 
 
 def _scan_user_namespaces(*, throttle: bool = False) -> None:
-    """Upgrade transitive distributions that user code holds: modules, functions, classes.
-
-    An ``import numpy`` of an already loaded numpy reaches no finder, so the recorder looks at
-    what ``__main__`` and the user's own modules hold instead: after each notebook cell, at
-    exit, and on each new distribution (at most once a second where the namespaces hold more
-    than ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
-    """
+    # Upgrade transitive distributions that user code holds: modules, functions, classes.
+    # An ``import numpy`` of an already loaded numpy reaches no finder, so the recorder looks at
+    # what ``__main__`` and the user's own modules hold instead: after each notebook cell, at
+    # exit, and on each new distribution (at most once a second where the namespaces hold more
+    # than ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
     global _ipython_hooked, _last_scan, _last_scan_size
     if not _ipython_hooked and "IPython" in sys.modules:
-        _ipython_hooked = _hook_ipython()
+        _ipython_hooked = _sibling("rare").hook_ipython()
     if not _transitive or _map is None:
         return
     import time
@@ -244,39 +261,16 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
                     return
 
 
-def _hook_ipython() -> bool:
-    """After each notebook cell, look for upgrades; True once registered (or impossible)."""
-    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
-    shell = get_ipython() if get_ipython is not None else None
-    if shell is None:
-        return False
-    try:
-        shell.events.register("post_execute", _after_cell)
-    except Exception:
-        pass
-    return True
-
-
-def _after_cell() -> None:
-    try:
-        with _lock:
-            _scan_user_namespaces()
-            _flush()
-    except Exception:
-        pass
-
-
 # --------------------------------------------------------------------------- the module map
 
 
 class _ModuleMap:
-    """Top-level (and, under shared namespace packages, second-level) module names mapped to
-    indexes in ``dists``, a list of ``(canonical name, version, origin)``.
-
-    A value >= 0 is a distribution index; -1 marks a namespace shared by several distributions
-    (look one level deeper); -2 - i does the same but says that a bare ``import top`` belongs
-    to distribution i.
-    """
+    # Top-level (and, under shared namespace packages, second-level) module names mapped to
+    # indexes in ``dists``, a list of ``(canonical name, version, origin)``.
+    #
+    # A value >= 0 is a distribution index; -1 marks a namespace shared by several distributions
+    # (look one level deeper); -2 - i does the same but says that a bare ``import top`` belongs
+    # to distribution i.
 
     __slots__ = ("dists", "inventories", "names", "stamps")
 
@@ -287,7 +281,7 @@ class _ModuleMap:
         self.stamps = stamps  # [(site directory, its st_mtime_ns when mapped)]
 
     def lookup(self, fullname: str, top: str) -> "tuple | None":
-        """``(name, version, origin)`` of the distribution that provides ``fullname``."""
+        # ``(name, version, origin)`` of the distribution that provides ``fullname``.
         index = self.names.get(top)
         if index is not None and index < 0:
             second = fullname.split(".", 2)
@@ -300,7 +294,7 @@ class _ModuleMap:
         return index is not None and index < 0
 
     def is_stale(self) -> bool:
-        """Has a site directory changed since it was mapped (one stat per directory)?"""
+        # Has a site directory changed since it was mapped (one stat per directory)?
         for path, mtime in self.stamps:
             try:
                 if os.stat(path).st_mtime_ns != mtime:
@@ -311,7 +305,7 @@ class _ModuleMap:
 
 
 def _site_directories() -> list:
-    """``(path, origin)`` of the directories to map, highest import priority first."""
+    # ``(path, origin)`` of the directories to map, highest import priority first.
     import site
 
     found = []
@@ -346,7 +340,7 @@ def _load_map() -> _ModuleMap:
 
 
 def _merge_site_maps(site_maps: list) -> _ModuleMap:
-    """One map over all site directories; the directory first on ``sys.path`` wins."""
+    # One map over all site directories; the directory first on ``sys.path`` wins.
     dists: list = []
     names: dict = {}
     inventories = []
@@ -382,8 +376,8 @@ def _cache_directory() -> "str | None":
 
 
 def _site_cache_files(site_path: str):
-    """Where a site directory's map may be stored: beside it (written by ``popcon enable``,
-    shared by every user) first, then in the user's cache directory (named only if asked)."""
+    # Where a site directory's map may be stored: beside it (written by ``popcon enable``,
+    # shared by every user) first, then in the user's cache directory (named only if asked).
     beside = os.path.join(site_path, "popcon-cache")
     if os.path.isdir(beside):
         yield os.path.join(beside, "map.marshal")
@@ -393,14 +387,14 @@ def _site_cache_files(site_path: str):
 
 
 def _path_key(text: str) -> str:
-    """A short stable key for a path, a label or an inventory (the text's bytes as a number,
-    modulo the largest 64-bit prime): for file names and change detection, not security."""
+    # A short stable key for a path, a label or an inventory (the text's bytes as a number,
+    # modulo the largest 64-bit prime): for file names and change detection, not security.
     value = int.from_bytes(text.encode("utf-8", "surrogateescape"), "little")
     return f"{value % 0xFFFFFFFFFFFFFFC5:016x}"
 
 
 def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
-    """The cached map of one site directory, rebuilt when the directory changed."""
+    # The cached map of one site directory, rebuilt when the directory changed.
     import marshal
 
     try:
@@ -420,53 +414,48 @@ def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
             and cached.get("mtime") == mtime
         ):
             return cached
-    built = _mapper().build_site_map(site_path)
+    built = _sibling("map").build_site_map(site_path)
     built["format"] = _MAP_FORMAT
     built["mtime"] = mtime
     inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
     built["inventory_id"] = _path_key(inventory)[:8]
     if write:
         for path in _site_cache_files(site_path):
-            if _write_atomically(path, marshal.dumps(built)):
+            if _sibling("rare").write_atomically(path, marshal.dumps(built)):
                 break
     return built
 
 
-def _mapper():
-    """The map builder, a module of its own: only a process that finds no fresh map loads it."""
-    name = "popcon.recorder_map" if __name__.startswith("popcon.") else "_popcon_recorder_map"
-    module = sys.modules.get(name)
-    if module is None and _load_module is not None:
-        module = _load_module(name)
-    elif module is None:  # imported by popcon enable or status, not through the hook
+def _sibling(kind: str):
+    # The recorder's module ``map`` (the map builder) or ``rare`` (rarely needed parts),
+    # loaded on first need from this file's directory, by path as the hook loads this one.
+    if __name__.startswith("popcon."):
+        name = "popcon.recorder_" + kind
         __import__(name)
-        module = sys.modules[name]
-    return module
+        return sys.modules[name]
+    name = "_popcon_recorder_" + kind
+    module = sys.modules.get(name)
+    if module is None:
+        import _frozen_importlib as bootstrap
+        import _frozen_importlib_external as external
 
-
-def _write_atomically(path: str, data: bytes) -> bool:
-    directory = os.path.dirname(path)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(temporary, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-        return True
-    except OSError:
+        path = os.path.join(os.path.dirname(__file__), name + ".py")
+        spec = external.spec_from_file_location(name, path)
+        module = bootstrap.module_from_spec(spec)
+        sys.modules[name] = module
         try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        return False
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module
 
 
 # --------------------------------------------------------------------------- configuration
 
 
 class _Config:
-    """Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md)."""
+    # Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md).
 
     __slots__ = (
         "address",
@@ -477,7 +466,6 @@ class _Config:
         "key",
         "mode",
         "port",
-        "prefix",
         "preview",
         "queue",
         "resolving",
@@ -489,7 +477,6 @@ class _Config:
         self.mode, self.host, self.port = _parse_collector(collector)
         self.header = _header(environ)
         self.key = environ.get("POPCON_KEY", "").encode("utf-8") or None
-        self.prefix = _statsd_prefix(environ.get("POPCON_STATSD_PREFIX", ""))
         self.debug = environ.get("POPCON_DEBUG", "") not in ("", "0")
         self.preview = environ.get("POPCON_PREVIEW") or None
         try:
@@ -511,7 +498,7 @@ class _Config:
 
 
 def _parse_collector(url: str) -> tuple:
-    """``udp://host:port`` or ``statsd://host:port`` -> (mode, host, port); mode None if bad."""
+    # ``udp://host:port`` or ``statsd://host:port`` -> (mode, host, port); mode None if bad.
     scheme, separator, rest = url.partition("://")
     if not separator or scheme not in ("udp", "statsd"):
         return None, "", 0
@@ -532,7 +519,7 @@ _LABEL_VALUE_CHARS = frozenset(
 
 
 def parse_labels(text: str) -> tuple:
-    """``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most 8 are kept."""
+    # ``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most 8 are kept.
     valid: list = []
     rejected: list = []
     seen = set()
@@ -586,19 +573,12 @@ def _header(environ) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _statsd_prefix(text: str) -> str:
-    prefix = text.strip().strip(".")
-    if prefix and all(c.isalnum() or c in "_.-" for c in prefix) and len(prefix) <= 100:
-        return prefix
-    return "python_popcon"
-
-
 # --------------------------------------------------------------------------- sending
 
 
 def _flush() -> None:
-    """Send the pending records now, in as few datagrams as fit."""
-    global _config
+    # Send the pending records now, in as few datagrams as fit.
+    global _config, _seq
     if not _pending:
         return
     if _config is None:
@@ -607,12 +587,13 @@ def _flush() -> None:
     records = _pending[:]
     del _pending[:]
     first = _seq == 0
-    if config.mode == "statsd":
-        _emit(config, _statsd_datagrams(config, records, first))
-    elif config.mode == "udp":
+    if config.mode == "udp":
         _emit(config, _use_datagrams(config, records))
         if first and not config.preview:
             _send_inventory_if_due(config)
+    elif config.mode == "statsd":
+        _seq += 1
+        _emit(config, _sibling("rare").statsd_datagrams(records, first))
 
 
 def _use_datagrams(config: "_Config", records: list) -> list:
@@ -625,21 +606,8 @@ def _use_datagrams(config: "_Config", records: list) -> list:
     return datagrams
 
 
-def _statsd_datagrams(config: "_Config", records: list, first: bool) -> list:
-    global _seq
-    lines = []
-    for record in records:
-        fields = record.split(" ")
-        if fields[3] != "upgrade":
-            lines.append(f"{config.prefix}.library_used.{fields[1]}:1|c")
-    if first:
-        lines.append(f"{config.prefix}.reports:1|c")
-    _seq += 1
-    return [chunk.encode("utf-8") for chunk in _chunks(lines, _MAX_DATAGRAM)]
-
-
 def _chunks(lines: list, budget: int) -> list:
-    """Join lines (each ending in a newline) into texts of at most ``budget`` bytes."""
+    # Join lines (each ending in a newline) into texts of at most ``budget`` bytes.
     chunks = []
     current: list = []
     size = 0
@@ -657,18 +625,12 @@ def _chunks(lines: list, budget: int) -> list:
 
 
 def _sign(config: "_Config", payload: bytes) -> bytes:
-    if config.key is None:
-        return payload
-    import hashlib
-    import hmac
-
-    digest = hmac.new(config.key, payload, hashlib.sha256).hexdigest()[:32]
-    return payload + b"sig " + digest.encode("ascii") + b"\n"
+    return payload if config.key is None else _sibling("rare").sign(config.key, payload)
 
 
 def _send_inventory_if_due(config: "_Config") -> None:
-    """At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user, and when
-    the inventory changed; the check costs one ``stat``."""
+    # At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user, and when
+    # the inventory changed; the check costs one ``stat``.
     if config.inventory_interval <= 0 or _map is None or not _map.inventories:
         return
     ids = [inventory_id for inventory_id, _dists in _map.inventories]
@@ -683,30 +645,13 @@ def _send_inventory_if_due(config: "_Config") -> None:
             return
     except OSError:
         pass
-    if not _write_atomically(stamp, b""):
-        return
-    _remove_other_stamps(stamp)
-    entries = sorted({pair for _id, dists in _map.inventories for pair in dists})
-    lines = [f"dist {name} {version}" for name, version in entries]
-    base = f"popcon/1 inv {inventory_id} %d %d\n"
-    header_size = len(config.header.encode("utf-8"))
-    chunks = _chunks(lines, _MAX_DATAGRAM - header_size - 64 - len(base))
-    if len(chunks) > _MAX_INVENTORY_PARTS:
-        return  # cannot be said in one inventory: documented limit
-    total = len(chunks)
-    _emit(
-        config,
-        [
-            _sign(config, ((base % (part, total)) + config.header + chunk).encode("utf-8"))
-            for part, chunk in enumerate(chunks, 1)
-        ],
-    )
+    _sibling("rare").send_inventory(config, _map.inventories, inventory_id, stamp)
 
 
 def _inventory_stamp(config: "_Config", inventory_id: str) -> "str | None":
-    """An empty file whose name says what was sent (per environment label, labels and
-    collector, and inventory id) and whose age says when: beside site-packages if writable,
-    else in the user's cache directory."""
+    # An empty file whose name says what was sent (per environment label, labels and
+    # collector, and inventory id) and whose age says when: beside site-packages if writable,
+    # else in the user's cache directory.
     key = _path_key(config.header + config.host + str(config.port))[:12]
     name = f"inventory-{key}-{inventory_id}"
     for site_path, _mtime in _map.stamps:
@@ -717,28 +662,11 @@ def _inventory_stamp(config: "_Config", inventory_id: str) -> "str | None":
     return os.path.join(cache, name) if cache else None
 
 
-def _remove_other_stamps(stamp: str) -> None:
-    """Stamps of earlier inventories of the same environment and collector are done with."""
-    directory, name = os.path.split(stamp)
-    prefix = name.rsplit("-", 1)[0] + "-"
-    try:
-        for other in os.listdir(directory):
-            if other.startswith(prefix) and other != name:
-                os.unlink(os.path.join(directory, other))
-    except OSError:
-        pass
-
-
 def _emit(config: "_Config", datagrams: list) -> None:
-    if config.preview:
-        _write_preview(config.preview, datagrams)
-        return
-    if config.debug:
-        for datagram in datagrams:
-            sys.stderr.write(
-                f"popcon: {len(datagram)} bytes to {config.mode}://{config.host}:{config.port}\n"
-                + datagram.decode("utf-8", "replace")
-            )
+    if config.preview or config.debug:
+        _sibling("rare").show(config, datagrams)
+        if config.preview:
+            return
     if config.address is None:
         config.queue.extend(datagrams)
         del config.queue[:-256]
@@ -761,17 +689,6 @@ def _send(config: "_Config", datagrams: list) -> None:
             pass
 
 
-def _write_preview(path: str, datagrams: list) -> None:
-    """Preview mode: append each datagram, length-prefixed, to the file; O_APPEND keeps the
-    writes of several processes whole."""
-    data = b"".join(b"%d\n%s" % (len(d), d) for d in datagrams)
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(descriptor, data)
-    finally:
-        os.close(descriptor)
-
-
 def _is_address(host: str) -> bool:
     if ":" in host:
         return True  # an IPv6 literal (the brackets were removed)
@@ -780,114 +697,13 @@ def _is_address(host: str) -> bool:
 
 
 def _resolve(config: "_Config") -> None:
-    """Find the collector's address without a DNS look-up on the import path."""
+    # Find the collector's address without a DNS look-up on the import path.
     if config.mode is None or config.resolving:
         return
-    if _is_address(config.host):
-        config.address = (config.host, config.port)
-    else:
-        config.address = _cached_address(config.host, config.port)
-    if config.address is not None:
-        queued = config.queue[:]
-        del config.queue[:]
-        _send(config, queued)
+    if not _is_address(config.host):
+        _sibling("rare").resolve(config)
         return
-    import _thread
-
-    config.resolving = True
-    _thread.start_new_thread(_resolve_in_background, (config,))
-
-
-def _resolve_in_background(config: "_Config") -> None:
-    try:
-        import _socket
-
-        infos = _socket.getaddrinfo(config.host, config.port, 0, _socket.SOCK_DGRAM)
-        config.address = infos[0][4][:2] if infos else None
-    except Exception:
-        config.address = None
-    try:
-        if config.address is not None:
-            _store_address(config.host, config.address[0])
-            queued = config.queue[:]
-            del config.queue[:]
-            _send(config, queued)
-        else:
-            config.mode = None  # unresolvable: stay silent for the rest of the process
-            del config.queue[:]
-    except Exception:
-        pass
-    config.resolving = False
-
-
-def _address_file(host: str) -> "str | None":
-    cache = _cache_directory()
-    return os.path.join(cache, f"address-{_path_key(host)}") if cache else None
-
-
-def _cached_address(host: str, port: int) -> "tuple | None":
-    path = _address_file(host)
-    if path is None:
-        return None
-    import time
-
-    try:
-        if time.time() - os.stat(path).st_mtime > _RESOLVE_TTL:
-            return None
-        with open(path, encoding="ascii") as stream:
-            address = stream.read().strip()
-    except (OSError, ValueError):
-        return None
-    return (address, port) if address and _is_address(address) else None
-
-
-def _store_address(host: str, address: str) -> None:
-    path = _address_file(host)
-    if path is not None:
-        _write_atomically(path, address.encode("ascii"))
-
-
-def _await_resolution() -> None:
-    """At exit, give a look-up under way a moment (bounded) to deliver what is queued."""
-    if _config is None or not _config.resolving:
-        return
-    import time
-
-    deadline = time.monotonic() + 0.2
-    while _config.resolving and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-# --------------------------------------------------------------------------- introspection
-
-
-def map_status(site_path: str) -> dict:
-    """For ``popcon status``: is this site directory's cached map fresh, and where is it."""
-    import marshal
-
-    try:
-        mtime = os.stat(site_path).st_mtime_ns
-    except OSError:
-        return {"site": site_path, "state": "missing site directory", "cache": None}
-    for path in _site_cache_files(site_path):
-        try:
-            with open(path, "rb") as stream:
-                cached = marshal.loads(stream.read())
-        except Exception:
-            continue
-        if type(cached) is dict and cached.get("format") == _MAP_FORMAT:
-            state = "fresh" if cached.get("mtime") == mtime else "stale"
-            return {
-                "site": site_path,
-                "state": state,
-                "cache": path,
-                "distributions": len(cached.get("dists", ())),
-            }
-    return {"site": site_path, "state": "not built", "cache": None}
-
-
-def build_caches(site_paths: list) -> list:
-    """For ``popcon enable``: build and store the maps of these site directories now."""
-    for site_path in site_paths:
-        _site_map(site_path)
-    return [map_status(p) for p in site_paths]
+    config.address = (config.host, config.port)
+    queued = config.queue[:]
+    del config.queue[:]
+    _send(config, queued)

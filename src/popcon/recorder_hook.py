@@ -1,61 +1,102 @@
-"""popcon's start-up hook: the only recorder code every Python process of an environment runs.
-
-``popcon enable`` copies this file into site-packages as ``_popcon_hook.py`` (and the recorder's
-core, ``recorder.py``, as ``_popcon_recorder.py``) and writes ``popcon.pth``, whose line
-``import _popcon_hook`` Python runs at start-up; imported under that name, this module starts
-itself (a shorter ``.pth`` line is cheaper to compile at every start). It stays tiny:
-it installs a meta path finder whose ``find_spec`` finds nothing and, for a module whose
-top-level name it has not settled yet, hands over to the core, loaded on first need.
-"""
+# popcon's start-up hook: the only recorder code every Python process of an environment runs.
+#
+# `popcon enable` copies this file into site-packages as `_popcon_hook.py` (and the recorder's
+# core, recorder.py, as `_popcon_recorder.py`) and writes `popcon.pth`, whose line
+# `import _popcon_hook` Python runs at start-up; imported under that name, this module starts
+# itself. It stays tiny, and its notes are comments rather than docstrings, because every
+# process pays for loading it.
+#
+# It watches the directories of sys.path outside the standard library (site-packages, the user
+# site, the script's directory, PYTHONPATH): the path finder's per-directory finders there get
+# a find_spec that reports each top-level module they find. Standard-library and submodule
+# imports never reach them, so importing numpy's hundreds of submodules costs nothing here.
+# Finders that come after the path finder in sys.meta_path (setuptools' editable installs) are
+# covered by this module itself, placed just before them as a finder that finds nothing.
+# The core is loaded on the first report.
 
 import os
 import sys
 
-_CORE = "popcon.recorder" if __name__.startswith("popcon.") else "_popcon_recorder"
 _STDLIB = getattr(sys, "stdlib_module_names", frozenset())
 
-# Top-level names whose imports need no thought: standard library is checked apart, these are
-# the recorder itself, start-up probes, user modules and distributions already seen as direct.
+# Top-level names the core has settled (a distribution already recorded, a user module): later
+# finds of them need no report. Namespace packages stay out, to be looked at one level deeper.
 _settled = {
-    "__main__",
-    "sitecustomize",
+    "sitecustomize",  # start-up probes
     "usercustomize",
     "_popcon_hook",
     "_popcon_recorder",
     "_popcon_recorder_map",
+    "_popcon_recorder_rare",
     "popcon",
 }
+_watched = set()  # directories whose new finders report: sys.path entries, namespace portions
+_unwatched = set()  # the standard library's directories
 _started = False
 _core = None
 _lock = None
+_finder_type = None  # FileFinder
+_find_spec = None  # FileFinder.find_spec
+_new_finder = None  # the standard path hook, which makes FileFinders
+_cwd = None  # the current directory, once the "" entry of sys.path needed it
 
 
-def start() -> None:
-    """Install the finder, unless the user opted out.
-
-    A ``.pth`` line can run twice in a virtual environment (cpython#75723): only the first call
-    does anything, and a second copy of the recorder in the same process stands aside.
-    """
-    global _started, _lock
+def start():
+    # A .pth line can run twice in a virtual environment (cpython#75723): only the first call
+    # does anything, and a second copy of the hook in the same process stands aside.
+    global _started, _lock, _finder_type, _find_spec, _new_finder
     if _started:
         return
     _started = True
     try:
-        if opted_out(os.environ):
+        if opted_out(_start_environ()):
             return
-        if any(type(finder).__name__ == "PopconFinder" for finder in sys.meta_path):
-            return
+        import _frozen_importlib_external as external
         import _thread
 
+        hooks = sys.path_hooks
+        for hook in hooks:
+            name = getattr(hook, "__name__", "")
+            if name == "_popcon_path_hook":
+                return
+            if name == "path_hook_for_FileFinder":
+                _new_finder = hook
+        if _new_finder is None:
+            return
         _lock = _thread.RLock()
-        sys.meta_path.insert(0, PopconFinder())
+        _finder_type = external.FileFinder
+        _find_spec = _finder_type.find_spec
+        stdlib = os.__file__.rpartition(os.sep)[0]
+        _unwatched.update((stdlib, stdlib + os.sep + "lib-dynload"))
+        hooks.insert(hooks.index(_new_finder), _popcon_path_hook)
+        cache = sys.path_importer_cache
+        for path in sys.path:
+            finder = cache.get(path)
+            if type(finder) is _finder_type and path not in _unwatched:
+                finder.find_spec = _watched_find_spec.__get__(finder)
+        meta_path = sys.meta_path
+        meta_path.insert(meta_path.index(external.PathFinder) + 1, sys.modules[__name__])
     except Exception:
         pass
 
 
-def opted_out(environ) -> bool:
-    """``POPCON_DISABLE=1``, or ``~/.config/popcon/disable`` exists; ``popcon preview`` records
-    anyway, since it sends nothing."""
+def _start_environ():
+    # The variables opted_out reads, from the plain dict os.environ was made from: os.environ
+    # raises and catches a KeyError for each absent name, which costs more than all the rest.
+    raw = getattr(sys.modules.get("posix"), "environ", None)
+    if raw is None:
+        return os.environ
+    found = {}
+    for name in (b"POPCON_PREVIEW", b"POPCON_DISABLE", b"XDG_CONFIG_HOME", b"HOME"):
+        value = raw.get(name)
+        if value is not None:
+            found[name.decode()] = os.fsdecode(value)
+    return found
+
+
+def opted_out(environ):
+    # POPCON_DISABLE=1, or ~/.config/popcon/disable exists; `popcon preview` records anyway,
+    # since it sends nothing.
     if environ.get("POPCON_PREVIEW"):
         return False
     if environ.get("POPCON_DISABLE", "") not in ("", "0"):
@@ -63,94 +104,80 @@ def opted_out(environ) -> bool:
     config_home = environ.get("XDG_CONFIG_HOME") or (
         environ.get("HOME") and environ["HOME"] + "/.config"
     )
-    return bool(config_home) and os.path.exists(config_home + "/popcon/disable")
+    return bool(config_home) and os.access(config_home + "/popcon/disable", os.F_OK)
 
 
-class PopconFinder:
-    """Finds nothing; watches which modules start importing."""
+def _popcon_path_hook(path):
+    # Called once per new directory the path finder meets: each sys.path entry and each
+    # package's directory. Only the first kind (and namespace portions) is watched.
+    global _cwd
+    finder = _new_finder(path)
+    if path in _watched or (path in sys.path and path not in _unwatched):
+        finder.find_spec = _watched_find_spec.__get__(finder)
+    elif "" in sys.path:  # python -c, -m, notebooks: "" stands for the current directory
+        if _cwd is None:
+            try:
+                _cwd = os.getcwd()
+            except OSError:
+                return finder
+        if path == _cwd:
+            finder.find_spec = _watched_find_spec.__get__(finder)
+    return finder
 
-    __slots__ = ()
 
-    @staticmethod
-    def find_spec(fullname, path=None, target=None):
+def _watched_find_spec(finder, fullname, target=None):
+    spec = _find_spec(finder, fullname, target)
+    if spec is not None:
         top = fullname.partition(".")[0]
-        if top in _settled or top in _STDLIB or top.startswith("_sysconfigdata"):
-            return None  # (sysconfig's per-platform data module is missing from the list)
-        # Bounded wait: on Python 3.9, where stdlib imports reach this point too, a thread in
-        # the slow path could wait for a module lock held by the thread waiting here.
-        lock = _lock
-        if lock is None or not lock.acquire(True, 0.5):
-            return None
-        try:
-            (_core or _load_core()).on_import(fullname, top)
-        except Exception:
-            pass
-        finally:
-            lock.release()
-        return None
+        if top not in _settled and _report(fullname, top):
+            # a namespace package shared by several distributions: watch its directories
+            for portion in spec.submodule_search_locations or ():
+                _watched.add(portion)
+                found = sys.path_importer_cache.get(portion)
+                if type(found) is _finder_type and "find_spec" not in vars(found):
+                    found.find_spec = _watched_find_spec.__get__(found)
+    return spec
 
-    @staticmethod
-    def invalidate_caches() -> None:
-        pass
+
+def find_spec(fullname, path=None, target=None):
+    # As a meta path finder right after the path finder: modules no sys.path directory has,
+    # which a later finder (an editable install's) may find. Finds nothing itself.
+    top = fullname.partition(".")[0]
+    if top not in _settled and top not in _STDLIB:
+        _report(fullname, top)
+
+
+def _report(fullname, top):
+    # Hand a found module to the core; True when it is a shared namespace package. Bounded
+    # wait: a thread in here could wait for a module lock held by the thread waiting here.
+    lock = _lock
+    if lock is None or not lock.acquire(True, 0.5):
+        return False
+    try:
+        return (_core or _load_core()).on_import(fullname, top)
+    except Exception:
+        return False
+    finally:
+        lock.release()
 
 
 def _load_core():
-    """The first import the hook cannot settle: load the core, and only now take on exit and
-    fork duties (a process that never gets here has nothing to send)."""
+    # The first report: load the core (_popcon_recorder.py, beside this file) by path, since
+    # searching sys.path would cost more and the current directory could hold a namesake.
     global _core
-    import atexit
-
-    core = sys.modules.get(_CORE) or load_beside(_CORE)
-    core.attach(_settled, _lock, load_beside)
-    atexit.register(_at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-    _core = core
-    return core
-
-
-def load_beside(name: str):
-    """Load one of the recorder's modules from this file's directory, by path: searching
-    sys.path would cost more, and its first entry (the current directory) could be large or
-    hold a file of the same name."""
-    if __name__.startswith("popcon."):  # running from the popcon package itself
-        __import__(name)
-        return sys.modules[name]
     import _frozen_importlib as bootstrap
     import _frozen_importlib_external as external
 
-    path = os.path.join(os.path.dirname(__file__), name + ".py")
-    spec = external.spec_from_file_location(name, path)
-    module = bootstrap.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def _at_exit() -> None:
-    if _core is not None:
-        try:
-            with _lock:
-                _core.at_exit()
-        except Exception:
-            pass
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    import _thread
-
-    _lock = _thread.RLock()  # another thread may have held it at the fork
-    if _core is not None:
-        try:
-            _core._lock = _lock
-            _core.after_fork_in_child()
-        except Exception:
-            pass
+    name = "_popcon_recorder"
+    spec = external.spec_from_file_location(
+        name, __file__.rpartition(os.sep)[0] + "/" + name + ".py"
+    )
+    core = bootstrap.module_from_spec(spec)
+    sys.modules[name] = core
+    spec.loader.exec_module(core)
+    core.attach(sys.modules[__name__])
+    _core = core
+    return core
 
 
 if __name__ == "_popcon_hook":

@@ -7,6 +7,7 @@ never need it: they find a fresh cached map. ``popcon enable`` copies it into si
 """
 
 import os
+import sys
 
 _DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info")
 _NEVER_RECORDED = frozenset({"popcon"})  # distributions that are never reported
@@ -270,3 +271,47 @@ def _guess_tops(site_path: str, name: str) -> dict:
         if os.path.exists(os.path.join(site_path, candidate)):
             return {guess: (True, set())}
     return {}
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+def map_status(site_path: str) -> dict:
+    """For ``popcon status``: is this site directory's cached map fresh, and where is it."""
+    import marshal
+
+    core = _core()
+    try:
+        mtime = os.stat(site_path).st_mtime_ns
+    except OSError:
+        return {"site": site_path, "state": "missing site directory", "cache": None}
+    for path in core._site_cache_files(site_path):
+        try:
+            with open(path, "rb") as stream:
+                cached = marshal.loads(stream.read())
+        except Exception:
+            continue
+        if type(cached) is dict and cached.get("format") == core._MAP_FORMAT:
+            state = "fresh" if cached.get("mtime") == mtime else "stale"
+            return {
+                "site": site_path,
+                "state": state,
+                "cache": path,
+                "distributions": len(cached.get("dists", ())),
+            }
+    return {"site": site_path, "state": "not built", "cache": None}
+
+
+def build_caches(site_paths: list) -> list:
+    """For ``popcon enable``: build and store the maps of these site directories now."""
+    core = _core()
+    for site_path in site_paths:
+        core._site_map(site_path)
+    return [map_status(p) for p in site_paths]
+
+
+def _core():
+    """The recorder's core, whose cache layout this module's status functions read."""
+    name = "popcon.recorder" if __name__.startswith("popcon.") else "_popcon_recorder"
+    __import__(name)
+    return sys.modules[name]

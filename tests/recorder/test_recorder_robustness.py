@@ -379,3 +379,32 @@ def test_scripts_may_not_see_the_recorder(workload_venv, recorder_env, listener,
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert set(first_records(use_libs(listener.datagrams()))) == {"pyyaml"}
+
+
+def test_import_system_tools_keep_working(workload_venv, recorder_env, listener, workdir):
+    """The recorder watches site-packages through the path finder's own finders, still of
+    type FileFinder: pkgutil still lists what is installed, and clearing the importer cache
+    or invalidating caches neither breaks imports nor stops the recording."""
+    code = textwrap.dedent(
+        """
+        import importlib, importlib.machinery, pkgutil, sys
+        site = [p for p in sys.path if p.endswith("site-packages")][0]
+        finder = sys.path_importer_cache[site]
+        assert type(finder) is importlib.machinery.FileFinder, type(finder)
+        listed = {module.name for module in pkgutil.iter_modules([site])}
+        assert {"yaml", "requests", "pandas"} <= listed, sorted(listed)
+        import yaml
+        sys.path_importer_cache.clear()
+        importlib.invalidate_caches()
+        import requests
+        print("ok")
+        """
+    )
+    result = run([workload_venv.python, "-c", code], env=recorder_env(), cwd=workdir)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+    records = first_records(use_libs(listener.datagrams()))
+    assert {"pyyaml", "requests", "urllib3"} <= set(records)
+    assert records["requests"].level == "direct"
+    assert records["urllib3"] == Lib(
+        "urllib3", records["urllib3"].version, "transitive", "env", "requests"
+    )
