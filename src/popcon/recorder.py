@@ -81,10 +81,11 @@ def _after_fork_in_child() -> None:
 
 
 def _standard_library_names() -> frozenset:
+    # sys.stdlib_module_names lists the built-in modules too (but for a test module or two)
     names = getattr(sys, "stdlib_module_names", None)
     if names is None:
         return _sibling("rare").standard_library_names_before_3_10()
-    return names | frozenset(sys.builtin_module_names)
+    return names
 
 
 def at_exit() -> None:
@@ -272,8 +273,6 @@ class _ModuleMap:
     # (look one level deeper); -2 - i does the same but says that a bare ``import top`` belongs
     # to distribution i.
 
-    __slots__ = ("dists", "inventories", "names", "stamps")
-
     def __init__(self, dists: list, names: dict, inventories: list, stamps: list) -> None:
         self.dists = dists
         self.names = names
@@ -454,23 +453,38 @@ def _sibling(kind: str):
 # --------------------------------------------------------------------------- configuration
 
 
+_SETTINGS = (
+    "POPCON_COLLECTOR",
+    "POPCON_KEY",
+    "POPCON_DEBUG",
+    "POPCON_PREVIEW",
+    "POPCON_INVENTORY_INTERVAL",
+    "POPCON_ENV",
+    "JUPYTER_IMAGE_SPEC",
+    "JUPYTER_IMAGE",
+    "POPCON_LABELS",
+    "HOME",
+)
+
+
+def _settings() -> dict:
+    # The variables _Config reads, as a plain dict. os.environ.get raises and catches a
+    # KeyError for each absent name, which adds up at every first send; the dict os.environ
+    # keeps underneath is read directly where it is there (CPython's os module).
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    if type(data) is not dict:
+        return {name: environ[name] for name in _SETTINGS if name in environ}
+    found = {}
+    for name in _SETTINGS:
+        value = data.get(environ.encodekey(name))
+        if value is not None:
+            found[name] = environ.decodevalue(value)
+    return found
+
+
 class _Config:
     # Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md).
-
-    __slots__ = (
-        "address",
-        "debug",
-        "header",
-        "host",
-        "inventory_interval",
-        "key",
-        "mode",
-        "port",
-        "preview",
-        "queue",
-        "resolving",
-        "socket",
-    )
 
     def __init__(self, environ) -> None:
         collector = environ.get("POPCON_COLLECTOR") or "udp://127.0.0.1:8137"
@@ -490,8 +504,7 @@ class _Config:
 
     def for_child(self) -> "_Config":
         child = _Config.__new__(_Config)
-        for slot in _Config.__slots__:
-            setattr(child, slot, getattr(self, slot))
+        child.__dict__.update(self.__dict__)
         child.resolving = False  # the socket is shared with the parent: UDP does not mind
         child.queue = []
         return child
@@ -582,7 +595,7 @@ def _flush() -> None:
     if not _pending:
         return
     if _config is None:
-        _config = _Config(os.environ)
+        _config = _Config(_settings())
     config = _config
     records = _pending[:]
     del _pending[:]
