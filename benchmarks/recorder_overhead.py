@@ -310,10 +310,10 @@ import sys, time
 _spent = [0]
 _hook = sys.modules["_popcon_hook"]
 _inner = _hook._report
-def _timed(fullname, top):
+def _timed(*arguments):
     start = time.perf_counter_ns()
     try:
-        return _inner(fullname, top)
+        return _inner(*arguments)
     finally:
         _spent[0] += time.perf_counter_ns() - start
 _hook._report = _timed

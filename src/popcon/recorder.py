@@ -11,6 +11,7 @@ this module, and docstrings would make that load longer (rarely needed parts liv
 ``recorder_rare.py`` for the same reason).
 """
 
+import _thread
 import os
 import sys
 
@@ -37,7 +38,8 @@ _config = None  # the _Config, read at the first send
 _ipython_hooked = False
 _last_scan = -1e9  # time.monotonic() of the last upgrade scan
 _last_scan_size = 0  # how many namespace entries it looked at
-_lock = None  # the hook's lock: one thread at a time in here
+_lock = _thread.RLock()  # one thread at a time in here
+_attached = False
 _OWN_MODULES = frozenset(
     {"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "_popcon_recorder_rare", "popcon"}
 )
@@ -45,18 +47,46 @@ _STDLIB: frozenset = frozenset()
 
 
 def attach(hook) -> None:
-    # Called once by the hook, on its first report: share its state, and only now take on
-    # exit and fork duties (a process that never gets here has nothing to send).
-    global _hook, _settled, _lock, _STDLIB
+    # Called by the hook on its first report: share its state, and only now take on exit and
+    # fork duties (a process that never gets here has nothing to send).
+    global _hook, _settled, _STDLIB, _attached
     import atexit
 
-    _hook = hook
-    _settled = hook._settled
-    _lock = hook._lock
-    _STDLIB = _standard_library_names()
-    atexit.register(_at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+    with _lock:
+        if _attached:
+            return
+        _attached = True
+        _hook = hook
+        _settled = hook._settled
+        _STDLIB = _standard_library_names()
+        atexit.register(_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def report(fullname: str, top: str, spec) -> None:
+    # The hook's hand-over: ``spec`` is what the path finder found, None when no sys.path
+    # directory had the module (a later meta path finder may). Bounded wait: a thread in here
+    # could wait for a module lock held by the thread waiting here.
+    if not _lock.acquire(True, 0.5):
+        return
+    try:
+        if on_import(fullname, top) and spec is not None:
+            _watch_namespace(spec)
+    finally:
+        _lock.release()
+
+
+def _watch_namespace(spec) -> None:
+    # A namespace package shared by several distributions: have the hook watch its
+    # directories too, to report the modules found there (the second level names the
+    # distribution).
+    hook = _hook
+    for portion in spec.submodule_search_locations or ():
+        hook._watched.add(portion)
+        found = sys.path_importer_cache.get(portion)
+        if type(found) is hook._finder_type and "find_spec" not in vars(found):
+            found.find_spec = hook._watched_find_spec.__get__(found)
 
 
 def _at_exit() -> None:
@@ -71,9 +101,7 @@ def _at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     global _lock
-    import _thread
-
-    _lock = _hook._lock = _thread.RLock()  # another thread may have held it at the fork
+    _lock = _thread.RLock()  # another thread may have held it at the fork
     try:
         after_fork_in_child()
     except Exception:
@@ -120,7 +148,7 @@ def on_import(fullname: str, top: str) -> bool:
     # namespace package shared by several distributions (the hook then watches its directories,
     # to report the modules found one level deeper).
     #
-    # The hook calls it under its lock. Once a name is classified it is settled; a transitive
+    # Called under the lock. Once a name is classified it is settled; a transitive
     # distribution that user code imports later is found by ``_scan_user_namespaces``.
     global _map
     if top in _STDLIB:  # Python 3.9 only: the hook has no list of the standard library

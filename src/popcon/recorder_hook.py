@@ -12,7 +12,8 @@
 # imports never reach them, so importing numpy's hundreds of submodules costs nothing here.
 # Finders that come after the path finder in sys.meta_path (setuptools' editable installs) are
 # covered by this module itself, placed just before them as a finder that finds nothing.
-# The core is loaded on the first report.
+# The core is imported on the first report; the path finder calls finders under the import
+# lock, and the core takes its own lock for the rest.
 
 import os
 import sys
@@ -34,7 +35,6 @@ _watched = set()  # directories whose new finders report: sys.path entries, name
 _unwatched = set()  # the standard library's directories
 _started = False
 _core = None
-_lock = None
 _finder_type = None  # FileFinder
 _find_spec = None  # FileFinder.find_spec
 _new_finder = None  # the standard path hook, which makes FileFinders
@@ -44,7 +44,7 @@ _cwd = None  # the current directory, once the "" entry of sys.path needed it
 def start():
     # A .pth line can run twice in a virtual environment (cpython#75723): only the first call
     # does anything, and a second copy of the hook in the same process stands aside.
-    global _started, _lock, _finder_type, _find_spec, _new_finder
+    global _started, _finder_type, _find_spec, _new_finder
     if _started:
         return
     _started = True
@@ -52,7 +52,6 @@ def start():
         if opted_out(_start_environ()):
             return
         import _frozen_importlib_external as external
-        import _thread
 
         hooks = sys.path_hooks
         for hook in hooks:
@@ -63,7 +62,6 @@ def start():
                 _new_finder = hook
         if _new_finder is None:
             return
-        _lock = _thread.RLock()
         _finder_type = external.FileFinder
         _find_spec = _finder_type.find_spec
         stdlib = os.__file__.rpartition(os.sep)[0]
@@ -129,13 +127,8 @@ def _watched_find_spec(finder, fullname, target=None):
     spec = _find_spec(finder, fullname, target)
     if spec is not None:
         top = fullname.partition(".")[0]
-        if top not in _settled and _report(fullname, top):
-            # a namespace package shared by several distributions: watch its directories
-            for portion in spec.submodule_search_locations or ():
-                _watched.add(portion)
-                found = sys.path_importer_cache.get(portion)
-                if type(found) is _finder_type and "find_spec" not in vars(found):
-                    found.find_spec = _watched_find_spec.__get__(found)
+        if top not in _settled:
+            _report(fullname, top, spec)
     return spec
 
 
@@ -144,40 +137,32 @@ def find_spec(fullname, path=None, target=None):
     # which a later finder (an editable install's) may find. Finds nothing itself.
     top = fullname.partition(".")[0]
     if top not in _settled and top not in _STDLIB:
-        _report(fullname, top)
+        _report(fullname, top, None)
 
 
-def _report(fullname, top):
-    # Hand a found module to the core; True when it is a shared namespace package. Bounded
-    # wait: a thread in here could wait for a module lock held by the thread waiting here.
-    lock = _lock
-    if lock is None or not lock.acquire(True, 0.5):
-        return False
-    try:
-        return (_core or _load_core()).on_import(fullname, top)
-    except Exception:
-        return False
-    finally:
-        lock.release()
-
-
-def _load_core():
-    # The first report: load the core (_popcon_recorder.py, beside this file) by path, since
-    # searching sys.path would cost more and the current directory could hold a namesake.
+def _report(fullname, top, spec):
+    # Hand a found module to the core, loaded on the first report (once: if that fails, the
+    # process records nothing) from _popcon_recorder.py beside this file, by path: searching
+    # sys.path would cost more, and the current directory could hold a namesake.
     global _core
-    import _frozen_importlib as bootstrap
-    import _frozen_importlib_external as external
+    try:
+        if _core is None:
+            _core = False
+            import _frozen_importlib as bootstrap
+            import _frozen_importlib_external as external
 
-    name = "_popcon_recorder"
-    spec = external.spec_from_file_location(
-        name, __file__.rpartition(os.sep)[0] + "/" + name + ".py"
-    )
-    core = bootstrap.module_from_spec(spec)
-    sys.modules[name] = core
-    spec.loader.exec_module(core)
-    core.attach(sys.modules[__name__])
-    _core = core
-    return core
+            name = "_popcon_recorder"
+            path = __file__.rpartition(os.sep)[0] + os.sep + name + ".py"
+            core_spec = external.spec_from_file_location(name, path)
+            core = bootstrap.module_from_spec(core_spec)
+            sys.modules[name] = core
+            core_spec.loader.exec_module(core)
+            core.attach(sys.modules[__name__])
+            _core = core
+        if _core:
+            _core.report(fullname, top, spec)
+    except Exception:
+        pass
 
 
 if __name__ == "_popcon_hook":
