@@ -47,9 +47,9 @@ _STATUS = """
 import json, os, sys
 site = sys.argv[1]
 sys.path.insert(0, site)
-import _popcon_recorder as core, _popcon_recorder_map as mapper
+import _popcon_recorder as core, _popcon_recorder_map as mapper, _popcon_recorder_rare as rare
 sites = [s for s in json.loads(sys.argv[2]) if os.path.isdir(s)]
-labels, rejected = core.parse_labels(os.environ.get("POPCON_LABELS", ""))
+labels, rejected = rare.parse_labels(os.environ.get("POPCON_LABELS", ""))
 print(json.dumps({
     "maps": [mapper.map_status(s) for s in sites],
     "environment_label": core.environment_label(os.environ),

@@ -19,7 +19,6 @@ _VERSION = "0.1.0"  # the popcon version this copy came from; checked by `popcon
 
 _MAP_FORMAT = 3  # bump when the cached map's layout changes
 _MAX_DATAGRAM = 1400
-_MAX_LABELS = 8
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
 _SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
 
@@ -441,16 +440,7 @@ def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
             and cached.get("mtime") == mtime
         ):
             return cached
-    built = _sibling("map").build_site_map(site_path)
-    built["format"] = _MAP_FORMAT
-    built["mtime"] = mtime
-    inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
-    built["inventory_id"] = _path_key(inventory)[:8]
-    if write:
-        for path in _site_cache_files(site_path):
-            if _sibling("rare").write_atomically(path, marshal.dumps(built)):
-                break
-    return built
+    return _sibling("map").rebuild_site_map(site_path, mtime, write)
 
 
 def _sibling(kind: str):
@@ -553,41 +543,6 @@ def _parse_collector(url: str) -> tuple:
     return scheme, host, int(port)
 
 
-_LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-_LABEL_VALUE_CHARS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@+-"
-)
-
-
-def parse_labels(text: str) -> tuple:
-    # ``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most 8 are kept.
-    valid: list = []
-    rejected: list = []
-    seen = set()
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, separator, value = item.partition("=")
-        key = key.strip()
-        value = value.strip()
-        if (
-            separator
-            and 0 < len(key) <= 32
-            and key[0] not in "0123456789"
-            and set(key) <= _LABEL_KEY_CHARS
-            and 0 < len(value) <= 64
-            and set(value) <= _LABEL_VALUE_CHARS
-            and key not in seen
-            and len(valid) < _MAX_LABELS
-        ):
-            seen.add(key)
-            valid.append((key, value))
-        else:
-            rejected.append(item)
-    return valid, rejected
-
-
 def environment_label(environ) -> str:
     label = (
         environ.get("POPCON_ENV")
@@ -609,7 +564,8 @@ def _header(environ) -> str:
         "env " + environment_label(environ),
         f"py {sys.version_info[0]}.{sys.version_info[1]}",
     ]
-    labels, _rejected = parse_labels(environ.get("POPCON_LABELS", ""))
+    text = environ.get("POPCON_LABELS", "")
+    labels, _rejected = _sibling("rare").parse_labels(text) if text else ((), ())
     lines.extend(f"label {key}={value}" for key, value in labels)
     return "\n".join(lines) + "\n"
 

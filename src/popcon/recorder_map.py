@@ -87,6 +87,24 @@ def build_site_map(site_path: str) -> dict:
     return {"site": site_path, "dists": dists, "names": names}
 
 
+def rebuild_site_map(site_path: str, mtime: int, write: bool) -> dict:
+    """The core found no fresh map of this directory: build it, stamp it with the directory's
+    modification time and store it where the core looks first (when ``write``)."""
+    import marshal
+
+    core = _core()
+    built = build_site_map(site_path)
+    built["format"] = core._MAP_FORMAT
+    built["mtime"] = mtime
+    inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
+    built["inventory_id"] = core._path_key(inventory)[:8]
+    if write:
+        for path in core._site_cache_files(site_path):
+            if core._sibling("rare").write_atomically(path, marshal.dumps(built)):
+                break
+    return built
+
+
 def _describe_distribution(site_path: str, entry) -> "tuple | None":
     """``(canonical name, version, {top: (has_init, second-level names)}, mtime)``."""
     is_dir = entry.is_dir()

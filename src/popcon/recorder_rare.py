@@ -13,6 +13,7 @@ import sys
 _core = sys.modules["popcon.recorder" if __name__.startswith("popcon.") else "_popcon_recorder"]
 
 _MAX_INVENTORY_PARTS = 64
+_MAX_LABELS = 8
 _RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
 
 
@@ -48,6 +49,45 @@ def write_atomically(path: str, data: bytes) -> bool:
         except OSError:
             pass
         return False
+
+
+# --------------------------------------------------------------------------- labels
+
+
+_LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_LABEL_VALUE_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@+-"
+)
+
+
+def parse_labels(text: str) -> tuple:
+    """``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most 8 are kept (only
+    a process whose ``POPCON_LABELS`` is set needs this)."""
+    valid: list = []
+    rejected: list = []
+    seen = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, separator, value = item.partition("=")
+        key = key.strip()
+        value = value.strip()
+        if (
+            separator
+            and 0 < len(key) <= 32
+            and key[0] not in "0123456789"
+            and set(key) <= _LABEL_KEY_CHARS
+            and 0 < len(value) <= 64
+            and set(value) <= _LABEL_VALUE_CHARS
+            and key not in seen
+            and len(valid) < _MAX_LABELS
+        ):
+            seen.add(key)
+            valid.append((key, value))
+        else:
+            rejected.append(item)
+    return valid, rejected
 
 
 # --------------------------------------------------------------------------- statsd and signing
