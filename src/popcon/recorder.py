@@ -144,8 +144,8 @@ def after_fork_in_child() -> None:
 
 def on_import(fullname: str, top: str) -> bool:
     # A module found under a top-level name the hook has not settled; True when it is a
-    # namespace package shared by several distributions (the hook then watches its directories,
-    # to report the modules found one level deeper).
+    # namespace package shared by several distributions (``report`` then has the hook watch
+    # its directories, to report the modules found one level deeper).
     #
     # Called under the lock. Once a name is classified it is settled; a transitive
     # distribution that user code imports later is found by ``_scan_user_namespaces``.
