@@ -3,14 +3,16 @@
     python benchmarks/recorder_overhead.py [--quick] [--scale FACTOR]
 
 One virtual environment (created and cached under ~/.cache/popcon-bench) holds pandas and
-``popularity-contest`` 0.4.1. Three variants run on it, interleaved round-robin:
+``popularity-contest`` 0.4.1. These variants run on it, interleaved round-robin:
 
 - ``bare``: nothing enabled;
 - ``popcon``: ``popcon enable`` (its ``popcon.pth``);
 - ``popcontest``: popularity-contest 0.4.1 with the two lines its README gives
   (``import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()``), run
   from a ``.pth`` so that it covers every process as popcon does (its README puts them in an
-  IPython startup file, which plain ``python`` processes never run).
+  IPython startup file, which plain ``python`` processes never run);
+- ``floor`` (``-c pass`` only): a ``.pth`` that imports an empty module, the least any hook
+  started from a ``.pth`` can cost; popcon's own share is what it adds over this.
 
 Switching variants renames the ``.pth`` files and then restores the site-packages directory's
 modification time, so popcon's module map stays fresh (the environment did not change).
@@ -54,12 +56,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("POPCON_BENCH_CACHE", Path.home() / ".cache" / "popcon-bench"))
 REQUIREMENTS = ("pandas", "popularity-contest==0.4.1")
-VARIANTS = ("bare", "popcon", "popcontest")
+VARIANTS = ("bare", "popcon", "popcontest", "floor")
 
 POPCONTEST_PTH = "zz-popularity-contest.pth"
 POPCONTEST_LINE = (
     "import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()\n"
 )
+FLOOR_PTH = "zz-popcon-bench-floor.pth"
+FLOOR_MODULE = "_popcon_bench_empty"
 EXIT_PROBE_PTH = "00-popcon-bench-exit.pth"
 EXIT_PROBE_LINE = (
     "import atexit, os, time; os.environ.get('POPCON_BENCH_EXIT') and atexit.register("
@@ -114,12 +118,18 @@ class Switch:
 
     def __init__(self, site: Path) -> None:
         self.site = site
-        for name in ("popcon.pth", POPCONTEST_PTH, EXIT_PROBE_PTH):
+        for name in ("popcon.pth", POPCONTEST_PTH, EXIT_PROBE_PTH, FLOOR_PTH):
             on, off = site / name, site / (name + ".off")
             if on.exists():
                 on.replace(off)
         (site / (POPCONTEST_PTH + ".off")).write_text(POPCONTEST_LINE)
         (site / (EXIT_PROBE_PTH + ".off")).write_text(EXIT_PROBE_LINE)
+        (site / (FLOOR_PTH + ".off")).write_text(f"import {FLOOR_MODULE}\n")
+        empty = site / f"{FLOOR_MODULE}.py"
+        if not empty.exists():  # before enable: the map is stamped with the final directory
+            empty.write_text("")
+            python = site.parents[2] / "bin" / "python"
+            subprocess.run([str(python), "-m", "py_compile", str(empty)], check=True)
         (site / "popcon.pth.off").unlink(missing_ok=True)
         result = subprocess.run(
             [*popcon_command(), "enable", "--python", str(site.parents[2] / "bin" / "python")],
@@ -143,7 +153,12 @@ class Switch:
         os.utime(self.site, ns=(self.stamp.st_atime_ns, self.stamp.st_mtime_ns))
 
     def variant(self, variant: str, exit_probe: bool = False) -> None:
-        names = {"bare": set(), "popcon": {"popcon.pth"}, "popcontest": {POPCONTEST_PTH}}
+        names = {
+            "bare": set(),
+            "popcon": {"popcon.pth"},
+            "popcontest": {POPCONTEST_PTH},
+            "floor": {FLOOR_PTH},
+        }
         self.set(names[variant] | ({EXIT_PROBE_PTH} if exit_probe else set()))
 
 
@@ -185,20 +200,26 @@ def run_once(argv: list, env: dict) -> tuple:
     return wall, cpu, output
 
 
-def measure(switch, sink, python, code, env, rounds, contest_every, exit_probe=False) -> dict:
-    """Round-robin over the variants; popularity-contest (slow) only every Nth round.
+def measure(
+    switch, sink, python, code, env, rounds, contest_every, exit_probe=False, floor=False
+) -> dict:
+    """Round-robin over the variants; popularity-contest (slow) only every Nth round, the
+    empty-module ``.pth`` only when ``floor``.
 
     Besides wall and CPU time, every ``NAME VALUE`` line the process prints is kept as a
     sample ``NAME``; the exit probe's ``start``/``end`` marks become the sample ``exit``."""
     samples = {v: {"wall": [], "cpu": [], "sent": []} for v in VARIANTS}
     argv = [str(python), "-c", code]
-    for warm in VARIANTS:  # compile caches, inventory stamp, page cache
+    variants = [v for v in VARIANTS if floor or v != "floor"]
+    for warm in variants:  # compile caches, inventory stamp, page cache
         switch.variant(warm, exit_probe)
         for _ in range(3):
             run_once(argv, env)
         sink.drain()
     for number in range(rounds):
-        order = ["bare", "popcon"] if number % 2 == 0 else ["popcon", "bare"]
+        order = ["bare", "popcon", "floor"] if floor else ["bare", "popcon"]
+        shift = number % len(order)
+        order = order[shift:] + order[:shift]
         if number % contest_every == 0:
             order.insert(number % 3, "popcontest")
         for variant in order:
@@ -249,10 +270,18 @@ def tenth_percentile(values: list) -> float:
     return statistics.quantiles(values, n=10)[0] if len(values) >= 2 else values[0]
 
 
-def paired_differences(samples: dict, key: str) -> list:
-    """popcon - bare, round by round: they ran back to back, so slow drifts of the machine
-    (other jobs, CPU frequency) cancel out."""
-    return [p - b for p, b in zip(samples["popcon"][key], samples["bare"][key])]
+def paired_differences(
+    samples: dict, key: str, variant: str = "popcon", baseline: str = "bare"
+) -> list:
+    """variant - baseline, round by round: they ran back to back, so slow drifts of the
+    machine (other jobs, CPU frequency) cancel out."""
+    return [v - b for v, b in zip(samples[variant][key], samples[baseline][key])]
+
+
+def interval_text(differences: list) -> str:
+    """``+0.123 (95 % interval +0.100, +0.150)``, in ms, of differences in ns."""
+    middle, low, high = median_with_interval(differences)
+    return f"{middle / 1e6:+.3f} (95 % interval {low / 1e6:+.3f}, {high / 1e6:+.3f})"
 
 
 def floor_difference(samples: dict, key: str) -> float:
@@ -385,7 +414,7 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, venv {venv}")
     started = time.monotonic()
 
-    startup = measure(switch, sink, python, "pass", env, pass_rounds, contest_every=15)
+    startup = measure(switch, sink, python, "pass", env, pass_rounds, contest_every=15, floor=True)
     startup_wall = report("python -c pass: whole process, wall time", startup)
     report("python -c pass: CPU time (user + system)", startup, "cpu")
 
@@ -413,7 +442,9 @@ def main() -> int:
         f"{100 * own_ns / import_ns:.3f} % of the import"
     )
 
-    instructions = {v: count_instructions(switch, python, env, v) for v in ("bare", "popcon")}
+    instructions = {
+        v: count_instructions(switch, python, env, v) for v in ("bare", "popcon", "floor")
+    }
     if None not in instructions.values():
         added = instructions["popcon"] - instructions["bare"]
         as_ms = added / instructions["bare"] * startup_wall["bare"] / 1e6
@@ -422,6 +453,11 @@ def main() -> int:
             f"bare {instructions['bare']:,}; popcon {instructions['popcon']:,}; added {added:,} "
             f"({100 * added / instructions['bare']:.2f} %), about {as_ms:.3f} ms at the bare "
             "run's median speed"
+        )
+        print(
+            f"a .pth importing an empty module: {instructions['floor']:,}, added "
+            f"{instructions['floor'] - instructions['bare']:,}; popcon over it "
+            f"{instructions['popcon'] - instructions['floor']:,}"
         )
     pandas_instructions = {
         v: count_instructions(switch, python, env, v, "import pandas") for v in ("bare", "popcon")
@@ -446,6 +482,13 @@ def main() -> int:
         paired_differences(startup, "cpu"), TARGET_STARTUP_MS * 1e6, 1e-6, "ms",
         floor_difference(startup, "cpu"),
     )  # fmt: skip
+    for key in ("wall", "cpu"):
+        floor_added = paired_differences(startup, key, "floor", "bare")
+        over_floor = paired_differences(startup, key, "popcon", "floor")
+        print(
+            f"    same rounds ({key}): a .pth importing an empty module adds "
+            f"{interval_text(floor_added)} ms; popcon adds {interval_text(over_floor)} ms over it"
+        )
     for key, base in (("wall", pandas_wall["bare"]), ("import", pandas_import["bare"])):
         where = "whole process" if key == "wall" else "the import statement alone"
         verdict(
