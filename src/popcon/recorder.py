@@ -491,13 +491,15 @@ def _settings() -> dict:
     # keeps underneath is read directly where it is there (CPython's os module).
     environ = os.environ
     data = getattr(environ, "_data", None)
-    if type(data) is not dict:
+    encode = getattr(environ, "encodekey", None)
+    decode = getattr(environ, "decodevalue", None)
+    if type(data) is not dict or encode is None or decode is None:
         return {name: environ[name] for name in _SETTINGS if name in environ}
     found = {}
     for name in _SETTINGS:
-        value = data.get(environ.encodekey(name))
+        value = data.get(encode(name))
         if value is not None:
-            found[name] = environ.decodevalue(value)
+            found[name] = decode(value)
     return found
 
 

@@ -1,7 +1,8 @@
 """The recorder's map builder: which installed distribution provides which module.
 
 Scans one site directory's ``*.dist-info`` and ``*.egg-info`` and returns the map that the
-recorder (``recorder.py``) caches with ``marshal``. A module of its own because most processes
+recorder (``recorder.py``) caches with ``marshal``; ``popcon enable`` and ``status`` build and
+inspect those caches through it too. A module of its own because most processes
 never need it: they find a fresh cached map. ``popcon enable`` copies it into site-packages as
 ``_popcon_recorder_map.py``. Standard library only.
 """
