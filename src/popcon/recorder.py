@@ -445,26 +445,16 @@ def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
 
 def _sibling(kind: str):
     # The recorder's module ``map`` (the map builder) or ``rare`` (rarely needed parts),
-    # loaded on first need from this file's directory, by path as the hook loads this one.
-    if __name__.startswith("popcon."):
-        name = "popcon.recorder_" + kind
-        __import__(name)
-        return sys.modules[name]
-    name = "_popcon_recorder_" + kind
+    # loaded on first need: by the hook, from this file's directory, in a recording process;
+    # else imported (popcon's own package, or the scripts of ``popcon enable`` and ``status``,
+    # which put site-packages on sys.path).
+    name = ("popcon.recorder_" if __name__.startswith("popcon.") else "_popcon_recorder_") + kind
     module = sys.modules.get(name)
     if module is None:
-        import _frozen_importlib as bootstrap
-        import _frozen_importlib_external as external
-
-        path = os.path.join(os.path.dirname(__file__), name + ".py")
-        spec = external.spec_from_file_location(name, path)
-        module = bootstrap.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
+        if _hook is not None:
+            return _hook.load_beside(name)
+        __import__(name)
+        module = sys.modules[name]
     return module
 
 

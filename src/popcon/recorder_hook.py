@@ -142,27 +142,37 @@ def find_spec(fullname, path=None, target=None):
 
 def _report(fullname, top, spec):
     # Hand a found module to the core, loaded on the first report (once: if that fails, the
-    # process records nothing) from _popcon_recorder.py beside this file, by path: searching
-    # sys.path would cost more, and the current directory could hold a namesake.
+    # process records nothing).
     global _core
     try:
         if _core is None:
             _core = False
-            import _frozen_importlib as bootstrap
-            import _frozen_importlib_external as external
-
-            name = "_popcon_recorder"
-            path = __file__.rpartition(os.sep)[0] + os.sep + name + ".py"
-            core_spec = external.spec_from_file_location(name, path)
-            core = bootstrap.module_from_spec(core_spec)
-            sys.modules[name] = core
-            core_spec.loader.exec_module(core)
+            core = load_beside("_popcon_recorder")
             core.attach(sys.modules[__name__])
             _core = core
         if _core:
             _core.report(fullname, top, spec)
     except Exception:
         pass
+
+
+def load_beside(name):
+    # One of the recorder's modules, from this file's directory, by path: searching sys.path
+    # would cost more, and the current directory could hold a namesake. The core loads its
+    # own rarely needed modules with it too.
+    import _frozen_importlib as bootstrap
+    import _frozen_importlib_external as external
+
+    path = __file__.rpartition(os.sep)[0] + os.sep + name + ".py"
+    spec = external.spec_from_file_location(name, path)
+    module = bootstrap.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 if __name__ == "_popcon_hook":
