@@ -6,16 +6,20 @@ One virtual environment (created and cached under ~/.cache/popcon-bench) holds p
 ``popularity-contest`` 0.4.1. These variants run on it, interleaved round-robin:
 
 - ``bare``: nothing enabled;
-- ``popcon``: ``popcon enable`` (its ``popcon.pth``);
+- ``popcon``: ``popcon enable`` (here its ``sitecustomize.py``, the way it chooses where the
+  environment has no sitecustomize of its own);
 - ``popcontest``: popularity-contest 0.4.1 with the two lines its README gives
   (``import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()``), run
   from a ``.pth`` so that it covers every process as popcon does (its README puts them in an
   IPython startup file, which plain ``python`` processes never run);
+- ``popcon-pth`` (``-c pass`` only): ``popcon enable --pth``, recording started from
+  ``popcon.pth`` instead, the way popcon takes where the environment has a sitecustomize;
 - ``floor`` (``-c pass`` only): a ``.pth`` that imports an empty module, the least any hook
-  started from a ``.pth`` can cost; popcon's own share is what it adds over this.
+  started from a ``.pth`` can cost.
 
-Switching variants renames the ``.pth`` files and then restores the site-packages directory's
-modification time, so popcon's module map stays fresh (the environment did not change).
+Switching variants renames the files that start each one and then restores the site-packages
+directory's modification time, so popcon's module map stays fresh (the environment did not
+change).
 
 Measured over many interleaved runs (OpenBLAS and OpenMP held to one thread, whose spinning
 makes CPU times noisy):
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -56,12 +61,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("POPCON_BENCH_CACHE", Path.home() / ".cache" / "popcon-bench"))
 REQUIREMENTS = ("pandas", "popularity-contest==0.4.1")
-VARIANTS = ("bare", "popcon", "popcontest", "floor")
+VARIANTS = ("bare", "popcon", "popcon-pth", "popcontest", "floor")
+STARTUP_REFERENCES = ("popcon-pth", "floor")  # measured on -c pass only
 
 POPCONTEST_PTH = "zz-popularity-contest.pth"
 POPCONTEST_LINE = (
     "import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()\n"
 )
+STARTERS = {"sitecustomize": "sitecustomize.py", "pth": "popcon.pth"}  # popcon enable's two ways
 FLOOR_PTH = "zz-popcon-bench-floor.pth"
 FLOOR_MODULE = "_popcon_bench_empty"
 EXIT_PROBE_PTH = "00-popcon-bench-exit.pth"
@@ -114,34 +121,37 @@ def site_packages(venv: Path) -> Path:
 
 
 class Switch:
-    """Turns the variants' ``.pth`` files on and off without making popcon's map stale."""
+    """Turns the variants' start-up files on and off without making popcon's map stale."""
 
     def __init__(self, site: Path) -> None:
         self.site = site
-        for name in ("popcon.pth", POPCONTEST_PTH, EXIT_PROBE_PTH, FLOOR_PTH):
+        for name in (*STARTERS.values(), POPCONTEST_PTH, EXIT_PROBE_PTH, FLOOR_PTH):
             on, off = site / name, site / (name + ".off")
             if on.exists():
                 on.replace(off)
         (site / (POPCONTEST_PTH + ".off")).write_text(POPCONTEST_LINE)
         (site / (EXIT_PROBE_PTH + ".off")).write_text(EXIT_PROBE_LINE)
         (site / (FLOOR_PTH + ".off")).write_text(f"import {FLOOR_MODULE}\n")
+        python = site.parents[2] / "bin" / "python"
         empty = site / f"{FLOOR_MODULE}.py"
         if not empty.exists():  # before enable: the map is stamped with the final directory
             empty.write_text("")
-            python = site.parents[2] / "bin" / "python"
             subprocess.run([str(python), "-m", "py_compile", str(empty)], check=True)
-        (site / "popcon.pth.off").unlink(missing_ok=True)
-        result = subprocess.run(
-            [*popcon_command(), "enable", "--python", str(site.parents[2] / "bin" / "python")],
-            env=popcon_environ(),
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"popcon enable failed: {result.stderr.strip()}")
-        print(result.stdout.strip())
-        self.on = {"popcon.pth"}
+        for name in STARTERS.values():
+            (site / (name + ".off")).unlink(missing_ok=True)
+        # popcon enable --pth first, its files kept aside; then popcon enable, which removes
+        # them; they are put back once the map is stamped.
+        enable(python, "--pth")
+        (site / STARTERS["pth"]).replace(site / (STARTERS["pth"] + ".off"))
+        kept = [site / "_popcon_hook.py", *site.glob("__pycache__/_popcon_hook.*.pyc")]
+        kept = [(path, path.read_bytes(), path.stat()) for path in kept]
+        self.default = STARTERS[enable(python)["start"]]
         self.stamp = site.stat()
+        for path, data, stat in kept:
+            if not path.exists():
+                path.write_bytes(data)
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the pyc stays valid
+        self.on = {self.default}
         self.set(set())
 
     def set(self, names: set) -> None:
@@ -155,11 +165,26 @@ class Switch:
     def variant(self, variant: str, exit_probe: bool = False) -> None:
         names = {
             "bare": set(),
-            "popcon": {"popcon.pth"},
+            "popcon": {self.default},
+            "popcon-pth": {STARTERS["pth"]},
             "popcontest": {POPCONTEST_PTH},
             "floor": {FLOOR_PTH},
         }
         self.set(names[variant] | ({EXIT_PROBE_PTH} if exit_probe else set()))
+
+
+def enable(python: Path, *flags: str) -> dict:
+    result = subprocess.run(
+        [*popcon_command(), "enable", *flags, "--json", "--python", str(python)],
+        env=popcon_environ(),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"popcon enable {' '.join(flags)} failed: {result.stderr.strip()}")
+    report = json.loads(result.stdout)
+    print(f"popcon enable {' '.join(flags)}: starts in {STARTERS[report['start']]}")
+    return report
 
 
 # --------------------------------------------------------------------------- running
@@ -201,23 +226,23 @@ def run_once(argv: list, env: dict) -> tuple:
 
 
 def measure(
-    switch, sink, python, code, env, rounds, contest_every, exit_probe=False, floor=False
+    switch, sink, python, code, env, rounds, contest_every, exit_probe=False, references=()
 ) -> dict:
-    """Round-robin over the variants; popularity-contest (slow) only every Nth round, the
-    empty-module ``.pth`` only when ``floor``.
+    """Round-robin over bare, popcon and the ``references`` variants; popularity-contest
+    (slow) only every Nth round.
 
     Besides wall and CPU time, every ``NAME VALUE`` line the process prints is kept as a
     sample ``NAME``; the exit probe's ``start``/``end`` marks become the sample ``exit``."""
     samples = {v: {"wall": [], "cpu": [], "sent": []} for v in VARIANTS}
     argv = [str(python), "-c", code]
-    variants = [v for v in VARIANTS if floor or v != "floor"]
-    for warm in variants:  # compile caches, inventory stamp, page cache
+    variants = ["bare", "popcon", *references]
+    for warm in [*variants, "popcontest"]:  # compile caches, inventory stamp, page cache
         switch.variant(warm, exit_probe)
         for _ in range(3):
             run_once(argv, env)
         sink.drain()
     for number in range(rounds):
-        order = ["bare", "popcon", "floor"] if floor else ["bare", "popcon"]
+        order = list(variants)
         shift = number % len(order)
         order = order[shift:] + order[:shift]
         if number % contest_every == 0:
@@ -322,6 +347,11 @@ def verdict(
         print(f"    difference of 10th percentiles: {floor * scale:+.3f} {unit}")
 
 
+REFERENCE_NAMES = {
+    "popcon-pth": "popcon started from popcon.pth (enable --pth)",
+    "floor": "a .pth importing an empty module",
+}
+
 PANDAS_CODE = (
     "import time; _t = time.perf_counter_ns(); import pandas; "
     "print('import', time.perf_counter_ns() - _t); " + EXIT_START
@@ -337,7 +367,9 @@ PANDAS_CODE = (
 OWN_TIME_CODE = """
 import sys, time
 _spent = [0]
-_hook = sys.modules["_popcon_hook"]
+_hook = sys.modules.get("sitecustomize")
+if not hasattr(_hook, "_report"):
+    _hook = sys.modules["_popcon_hook"]
 _inner = _hook._report
 def _timed(*arguments):
     start = time.perf_counter_ns()
@@ -414,7 +446,10 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, venv {venv}")
     started = time.monotonic()
 
-    startup = measure(switch, sink, python, "pass", env, pass_rounds, contest_every=15, floor=True)
+    references = STARTUP_REFERENCES if switch.default != STARTERS["pth"] else ("floor",)
+    startup = measure(
+        switch, sink, python, "pass", env, pass_rounds, contest_every=15, references=references
+    )
     startup_wall = report("python -c pass: whole process, wall time", startup)
     report("python -c pass: CPU time (user + system)", startup, "cpu")
 
@@ -443,7 +478,7 @@ def main() -> int:
     )
 
     instructions = {
-        v: count_instructions(switch, python, env, v) for v in ("bare", "popcon", "floor")
+        v: count_instructions(switch, python, env, v) for v in ("bare", "popcon", *references)
     }
     if None not in instructions.values():
         added = instructions["popcon"] - instructions["bare"]
@@ -454,11 +489,11 @@ def main() -> int:
             f"({100 * added / instructions['bare']:.2f} %), about {as_ms:.3f} ms at the bare "
             "run's median speed"
         )
-        print(
-            f"a .pth importing an empty module: {instructions['floor']:,}, added "
-            f"{instructions['floor'] - instructions['bare']:,}; popcon over it "
-            f"{instructions['popcon'] - instructions['floor']:,}"
-        )
+        for variant in references:
+            print(
+                f"{REFERENCE_NAMES[variant]}: {instructions[variant]:,}, added "
+                f"{instructions[variant] - instructions['bare']:,}"
+            )
     pandas_instructions = {
         v: count_instructions(switch, python, env, v, "import pandas") for v in ("bare", "popcon")
     }
@@ -483,12 +518,12 @@ def main() -> int:
         floor_difference(startup, "cpu"),
     )  # fmt: skip
     for key in ("wall", "cpu"):
-        floor_added = paired_differences(startup, key, "floor", "bare")
-        over_floor = paired_differences(startup, key, "popcon", "floor")
-        print(
-            f"    same rounds ({key}): a .pth importing an empty module adds "
-            f"{interval_text(floor_added)} ms; popcon adds {interval_text(over_floor)} ms over it"
-        )
+        for variant in references:
+            added_there = paired_differences(startup, key, variant, "bare")
+            print(
+                f"    same rounds ({key}): {REFERENCE_NAMES[variant]} adds "
+                f"{interval_text(added_there)} ms"
+            )
     for key, base in (("wall", pandas_wall["bare"]), ("import", pandas_import["bare"])):
         where = "whole process" if key == "wall" else "the import statement alone"
         verdict(

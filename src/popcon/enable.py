@@ -18,18 +18,27 @@ from .recorder_hook import opted_out
 
 PTH_NAME = "popcon.pth"
 PTH_LINE = "import _popcon_hook\n"  # the module starts itself when imported by this name
+HOOK_NAME = "_popcon_hook.py"
+SITECUSTOMIZE_NAME = "sitecustomize.py"
+HOOK_FIRST_LINE = "# popcon's start-up hook"  # how a sitecustomize.py is known to be popcon's
 CACHE_DIR_NAME = "popcon-cache"
-# Files popcon enable writes into site-packages, and the source each is a copy of.
+# The recorder's files in site-packages, and the source each is a copy of. The hook goes in as
+# sitecustomize.py instead of _popcon_hook.py when it starts that way (see ``choose_start``).
 RECORDER_FILES = {
-    "_popcon_hook.py": "recorder_hook.py",
     "_popcon_recorder.py": "recorder.py",
     "_popcon_recorder_map.py": "recorder_map.py",
     "_popcon_recorder_rare.py": "recorder_rare.py",
+    HOOK_NAME: "recorder_hook.py",
 }
+# What each way of starting adds to RECORDER_FILES' modules, the file that starts recording last.
+START_FILES = {"sitecustomize": (SITECUSTOMIZE_NAME,), "pth": (HOOK_NAME, PTH_NAME)}
 
+# Run isolated: a sitecustomize on PYTHONPATH or in a user site is that user's own business.
 _DESCRIBE = """
 import json, site, sys, sysconfig
+from importlib.machinery import PathFinder
 paths = sysconfig.get_paths()
+found = PathFinder.find_spec("sitecustomize", [p for p in sys.path if p])
 try:
     sites = site.getsitepackages()
 except AttributeError:
@@ -40,6 +49,7 @@ print(json.dumps({
     "purelib": paths["purelib"],
     "platlib": paths["platlib"],
     "sites": sites,
+    "sitecustomize": found.origin if found is not None else None,
 }))
 """
 
@@ -77,13 +87,13 @@ def describe_interpreter(python: str | None) -> dict:
     return json.loads(_run_target(executable, ["-c", _DESCRIBE], what="--python"))
 
 
-def _run_target(executable: str, arguments: list, *, what: str) -> str:
+def _run_target(executable: str, arguments: list, *, what: str, isolated: bool = True) -> str:
     # -I: ignore PYTHON* variables, the user site and the current directory. Not -S: in a
     # virtual environment it is site that sets sys.prefix to the environment.
     # POPCON_DISABLE: the target may be enabled already; its recorder has nothing to do here.
     try:
         result = subprocess.run(
-            [executable, "-I", *arguments],
+            [executable, *(["-I"] if isolated else []), *arguments],
             env={**os.environ, "POPCON_DISABLE": "1"},
             capture_output=True,
             text=True,
@@ -124,14 +134,67 @@ def _require_writable(site: Path) -> None:
         )
 
 
-def enable(python: str | None = None) -> dict:
-    """Install the recorder into the environment of ``python``; idempotent."""
+def choose_start(site: Path, found: str | None) -> str:
+    """How processes of the environment will start the recorder: ``"sitecustomize"`` where
+    the environment has no sitecustomize of its own (``found``: the one its interpreter would
+    import, if any), else ``"pth"``.
+
+    site imports ``sitecustomize`` at every start-up and searches all of sys.path for it even
+    when there is none, so a hook loaded that way costs about half what ``import`` from a
+    ``.pth`` line costs (docs/recording.md has the figures). There is only one such module per
+    process, though: popcon never replaces or hides an environment's own.
+    """
+    ours = site / SITECUSTOMIZE_NAME
+    if ours.exists() and not is_our_sitecustomize(ours):
+        return "pth"
+    if found is not None and os.path.realpath(found) != os.path.realpath(ours):
+        return "pth"
+    return "sitecustomize"
+
+
+def is_our_sitecustomize(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as file:
+            return file.readline().startswith(HOOK_FIRST_LINE)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def installed_start(site: Path) -> str | None:
+    """How recording starts in this site-packages now, None when it does not."""
+    if is_our_sitecustomize(site / SITECUSTOMIZE_NAME):
+        return "sitecustomize"
+    if (site / PTH_NAME).exists() and (site / HOOK_NAME).exists():
+        return "pth"
+    return None
+
+
+def _start_files(site: Path, start: str) -> list:
+    """The files (and their bytecode) that starting ``start``'s way put into ``site``."""
+    ours = is_our_sitecustomize(site / SITECUSTOMIZE_NAME)
+    names = [n for n in START_FILES[start] if n != SITECUSTOMIZE_NAME or ours]
+    return [site / n for n in names] + _compiled(site, names)
+
+
+def _compiled(site: Path, names) -> list:
+    cache = site / "__pycache__"
+    if not cache.is_dir():
+        return []
+    return [p for n in names if n.endswith(".py") for p in cache.glob(n[:-3] + ".*.pyc")]
+
+
+def enable(python: str | None = None, *, pth: bool = False) -> dict:
+    """Install the recorder into the environment of ``python``; idempotent. ``pth``: start it
+    from ``popcon.pth`` even where it could start as the environment's sitecustomize."""
     interpreter = describe_interpreter(python)
     site = Path(interpreter["purelib"])
     _require_writable(site)
+    start = "pth" if pth else choose_start(site, interpreter["sitecustomize"])
+    sources = recorder_sources()
+    if start == "sitecustomize":
+        sources[SITECUSTOMIZE_NAME] = sources.pop(HOOK_NAME)  # last: it starts recording
     try:
         (site / CACHE_DIR_NAME).mkdir(exist_ok=True)
-        sources = recorder_sources()
         changed = [name for name, text in sources.items() if _write_if_changed(site / name, text)]
         if changed:
             # Without column tables (Python 3.11+), the bytecode every process loads is 7 %
@@ -141,8 +204,11 @@ def enable(python: str | None = None) -> dict:
                 ["-X", "no_debug_ranges", "-m", "py_compile", *(str(site / n) for n in sources)],
                 what="compiling the recorder with",
             )
-        # The .pth goes last: recording starts only once everything it needs is in place.
-        _write_if_changed(site / PTH_NAME, PTH_LINE)
+        if start == "pth":  # the .pth goes last: recording starts once all it needs is there
+            _write_if_changed(site / PTH_NAME, PTH_LINE)
+        other = "pth" if start == "sitecustomize" else "sitecustomize"
+        for path in _start_files(site, other):  # after: no process goes unrecorded meanwhile
+            path.unlink(missing_ok=True)
     except PermissionError as error:
         raise EnableError(f"cannot write into {site}: {error.strerror}") from None
     maps = json.loads(
@@ -152,7 +218,7 @@ def enable(python: str | None = None) -> dict:
             what="building the module map with",
         )
     )
-    return {"site": str(site), "python": interpreter["executable"], "maps": maps}
+    return {"site": str(site), "python": interpreter["executable"], "start": start, "maps": maps}
 
 
 def disable(python: str | None = None) -> dict:
@@ -160,13 +226,11 @@ def disable(python: str | None = None) -> dict:
     interpreter = describe_interpreter(python)
     site = Path(interpreter["purelib"])
     removed = []
-    targets = [site / PTH_NAME, *(site / name for name in RECORDER_FILES)]
-    compiled = site / "__pycache__"
-    if compiled.is_dir():
-        for name in RECORDER_FILES:
-            targets.extend(compiled.glob(name[:-3] + ".*.pyc"))
+    # What starts recording goes first: recording stops before the files it needs go.
+    targets = [*_start_files(site, "pth"), *_start_files(site, "sitecustomize")]
+    targets += [site / name for name in RECORDER_FILES] + _compiled(site, RECORDER_FILES)
     try:
-        for path in targets:  # the .pth first: recording stops before its files go
+        for path in targets:
             if path.exists():
                 path.unlink()
                 removed.append(str(path))
@@ -182,11 +246,14 @@ def status(python: str | None = None) -> dict:
     """Whether recording is on in that environment, and what it would send where."""
     interpreter = describe_interpreter(python)
     site = Path(interpreter["purelib"])
-    enabled = (site / PTH_NAME).exists() and all((site / n).exists() for n in RECORDER_FILES)
+    start = installed_start(site)
+    modules = [n for n in RECORDER_FILES if n != HOOK_NAME or start == "pth"]
+    enabled = start is not None and all((site / n).exists() for n in modules)
     report = {
         "python": interpreter["executable"],
         "site": str(site),
         "enabled": enabled,
+        "start": start if enabled else None,
         "recorder_version": _installed_version(site / "_popcon_recorder.py"),
         "popcon_version": __version__,
         "collector": os.environ.get("POPCON_COLLECTOR") or "udp://127.0.0.1:8137",
@@ -202,7 +269,22 @@ def status(python: str | None = None) -> dict:
                 )
             )
         )
+        report["hidden_by"] = _hiding_sitecustomize(interpreter["executable"], site, start)
     return report
+
+
+def _hiding_sitecustomize(executable: str, site: Path, start: str) -> str | None:
+    """Started as sitecustomize, the hook is hidden from this user by a sitecustomize that
+    their PYTHONPATH or user site puts first: which one, run as this user would run it."""
+    if start != "sitecustomize":
+        return None
+    code = "import sys; print(getattr(sys.modules.get('sitecustomize'), '__file__', ''))"
+    found = _run_target(
+        executable, ["-c", code], what="asking for the sitecustomize of", isolated=False
+    ).strip()
+    if found and os.path.realpath(found) == os.path.realpath(site / SITECUSTOMIZE_NAME):
+        return None
+    return found or "(none)"
 
 
 def _installed_version(path: Path) -> str | None:
@@ -224,6 +306,13 @@ def format_status(report: dict) -> str:
     version = report["recorder_version"]
     same = "same as" if version == report["popcon_version"] else "differs from"
     lines.append(f"recording:  enabled (recorder {version}, {same} popcon {__version__})")
+    started = {"sitecustomize": SITECUSTOMIZE_NAME, "pth": PTH_NAME}[report["start"]]
+    lines.append(f"starts in:  {started}")
+    if report["hidden_by"]:
+        lines.append(
+            f"            but this user's processes import {report['hidden_by']} instead: "
+            "they record nothing (popcon enable --pth starts recording from popcon.pth)"
+        )
     lines.append(f"collector:  {report['collector']}")
     lines.append(f"env label:  {report['environment_label']}")
     labels = ", ".join(f"{k}={v}" for k, v in report["labels"].items()) or "none"

@@ -48,7 +48,7 @@ _STDLIB: frozenset = frozenset()
 def attach(hook) -> None:
     # Called by the hook on its first report: share its state, and only now take on exit and
     # fork duties (a process that never gets here has nothing to send).
-    global _hook, _settled, _STDLIB, _attached
+    global _hook, _settled, _STDLIB, _attached, _OWN_MODULES
     import atexit
 
     with _lock:
@@ -57,6 +57,7 @@ def attach(hook) -> None:
         _attached = True
         _hook = hook
         _settled = hook._settled
+        _OWN_MODULES = _OWN_MODULES | {hook.__name__}  # "sitecustomize" where it is that
         _STDLIB = _standard_library_names()
         atexit.register(_at_exit)
         if hasattr(os, "register_at_fork"):

@@ -1,10 +1,12 @@
 # popcon's start-up hook: the only recorder code every Python process of an environment runs.
 #
-# `popcon enable` copies this file into site-packages as `_popcon_hook.py` (and the recorder's
-# core, recorder.py, as `_popcon_recorder.py`) and writes `popcon.pth`, whose line
-# `import _popcon_hook` Python runs at start-up; imported under that name, this module starts
-# itself. It stays tiny, and its notes are comments rather than docstrings, because every
-# process pays for loading it.
+# `popcon enable` copies this file into site-packages as `sitecustomize.py` where the environment
+# has no sitecustomize of its own: site imports that module at every start-up, after searching
+# for it whether or not it exists, so loading this one adds little. Elsewhere it is copied as
+# `_popcon_hook.py`, with a `popcon.pth` whose line `import _popcon_hook` Python runs at
+# start-up. Imported under either name, this module starts itself. Either way the recorder's
+# core (recorder.py, copied as `_popcon_recorder.py`) stays beside it. The hook stays tiny, and
+# its notes are comments rather than docstrings, because every process pays for loading it.
 #
 # It watches the directories of sys.path outside the standard library (site-packages, the user
 # site, the script's directory, PYTHONPATH): the path finder's per-directory finders there get
@@ -175,5 +177,5 @@ def load_beside(name):
     return module
 
 
-if __name__ == "_popcon_hook":
+if __name__ in ("_popcon_hook", "sitecustomize"):
     start()

@@ -18,11 +18,14 @@ import pytest
 from recorder_testlib import (
     Lib,
     by_name,
+    clean_environ,
     final_levels,
     first_records,
+    popcon_cli,
     run,
     use_libs,
     with_oracle,
+    write_dist_info,
 )
 
 pytestmark = pytest.mark.slow
@@ -364,10 +367,16 @@ def test_no_warnings_no_leftovers_in_development_mode(
     assert len(names["requests"]) == 1 and len(names["beautifulsoup4"]) == 1
 
 
-def test_pth_executed_twice_counts_once(workload_venv, recorder_env, run_script, listener):
-    """cpython#75723: site may process a venv's .pth files twice. Running popcon.pth's lines
-    again (as site.addpackage does) and re-adding the site directory must not double count."""
-    code = """
+def test_pth_executed_twice_counts_once(new_venv, home, recorder_env, listener, workdir):
+    """cpython#75723: site may process a venv's .pth files twice. Started from popcon.pth,
+    running its lines again (as site.addpackage does) and re-adding the site directory must not
+    double count."""
+    venv = new_venv(enable=False)
+    write_dist_info(venv.site_packages, "tiny-app", "1.0", {"tiny_app.py": "import tiny_dep\n"})
+    write_dist_info(venv.site_packages, "tiny-dep", "1.0", {"tiny_dep.py": ""})
+    enabled = popcon_cli("enable", "--pth", "--python", venv.python, env=clean_environ(home))
+    assert enabled.returncode == 0, enabled.stderr
+    code = """if 1:
     import site, sys
     site_dir = site.getsitepackages()[0]
     with open(site_dir + "/popcon.pth") as pth:
@@ -375,14 +384,14 @@ def test_pth_executed_twice_counts_once(workload_venv, recorder_env, run_script,
             if line.startswith(("import ", "import\\t")):
                 exec(line)
     site.addsitedir(site_dir)
-    import requests
+    import tiny_app
     """
-    result = run_script(workload_venv, code, recorder_env())
+    result = run([venv.python, "-c", code], env=recorder_env(), cwd=workdir)
     assert (result.returncode, result.stderr) == (0, "")
     datagrams = listener.datagrams()
     names = by_name(use_libs(datagrams))
-    assert [lib.level for lib in names["requests"]] == ["direct"]
-    assert [lib.level for lib in names["urllib3"]] == ["transitive"]
+    assert [lib.level for lib in names["tiny-app"]] == ["direct"]
+    assert [(lib.level, lib.importer) for lib in names["tiny-dep"]] == [("transitive", "tiny-app")]
     assert [d.seq for d in datagrams].count(0) == 1
 
 
