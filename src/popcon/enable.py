@@ -30,8 +30,9 @@ RECORDER_FILES = {
     "_popcon_recorder_rare.py": "recorder_rare.py",
     HOOK_NAME: "recorder_hook.py",
 }
-# What each way of starting adds to RECORDER_FILES' modules, the file that starts recording last.
-START_FILES = {"sitecustomize": (SITECUSTOMIZE_NAME,), "pth": (HOOK_NAME, PTH_NAME)}
+# What each way of starting adds to RECORDER_FILES' modules; the file that starts recording comes
+# first, as it must go first (a popcon.pth left without its module would print an error).
+START_FILES = {"sitecustomize": (SITECUSTOMIZE_NAME,), "pth": (PTH_NAME, HOOK_NAME)}
 
 # Run isolated: a sitecustomize on PYTHONPATH or in a user site is that user's own business.
 _DESCRIBE = """
@@ -170,7 +171,8 @@ def installed_start(site: Path) -> str | None:
 
 
 def _start_files(site: Path, start: str) -> list:
-    """The files (and their bytecode) that starting ``start``'s way put into ``site``."""
+    """The files (and their bytecode) that starting ``start``'s way put into ``site``, in the
+    order to remove them."""
     ours = is_our_sitecustomize(site / SITECUSTOMIZE_NAME)
     names = [n for n in START_FILES[start] if n != SITECUSTOMIZE_NAME or ours]
     return [site / n for n in names] + _compiled(site, names)
@@ -284,7 +286,7 @@ def _hiding_sitecustomize(executable: str, site: Path, start: str) -> str | None
     ).strip()
     if found and os.path.realpath(found) == os.path.realpath(site / SITECUSTOMIZE_NAME):
         return None
-    return found or "(none)"
+    return found or "no sitecustomize (popcon's failed to load)"
 
 
 def _installed_version(path: Path) -> str | None:
@@ -310,7 +312,7 @@ def format_status(report: dict) -> str:
     lines.append(f"starts in:  {started}")
     if report["hidden_by"]:
         lines.append(
-            f"            but this user's processes import {report['hidden_by']} instead: "
+            f"            but not for this user, whose processes import {report['hidden_by']}: "
             "they record nothing (popcon enable --pth starts recording from popcon.pth)"
         )
     lines.append(f"collector:  {report['collector']}")
