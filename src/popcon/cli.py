@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -84,7 +85,10 @@ def main(argv: list | None = None) -> int:
     except environment.EnableError as error:
         print(f"popcon {arguments.command}: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(report, indent=2) if arguments.json else text)
+    try:
+        print(json.dumps(report, indent=2) if arguments.json else text, flush=True)
+    except BrokenPipeError:  # popcon status | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

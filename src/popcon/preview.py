@@ -2,8 +2,8 @@
 
 The recorder is injected through a temporary ``sitecustomize`` on ``PYTHONPATH`` (which then
 imports any real ``sitecustomize``), so the command's environment need not be enabled; where it
-is, the recorder already running there does the work. ``POPCON_PREVIEW`` makes the recorder
-append its datagrams to a file instead of sending them.
+is, whichever copy of the recorder starts first does the work and the other stands aside.
+``POPCON_PREVIEW`` makes the recorder append its datagrams to a file instead of sending them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,3 +231,23 @@ def test_status_of_the_workload(workload_venv, home):
     assert report["enabled"] is True
     assert [m["state"] for m in report["maps"]] == ["fresh"]
     assert report["maps"][0]["distributions"] == len(workload_venv.metadata_versions())
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(new_venv, home):
+    """``popcon status | head -0``: the reader is gone before popcon writes."""
+    venv = new_venv()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "popcon", "status", "--python", str(venv.python)],
+            env=clean_environ(home),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
