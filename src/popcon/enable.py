@@ -302,6 +302,12 @@ def _installed_version(path: Path) -> str | None:
 def format_status(report: dict) -> str:
     """``popcon status`` for people."""
     lines = [f"python:     {report['python']}", f"site:       {report['site']}"]
+    if not report["enabled"] and report["recorder_version"] is not None:
+        lines.append(
+            "recording:  disabled, though popcon's files are there: nothing starts them (a "
+            "package's own sitecustomize.py may have replaced popcon's; run: popcon enable)"
+        )
+        return "\n".join(lines)
     if not report["enabled"]:
         lines.append("recording:  disabled (run: popcon enable)")
         return "\n".join(lines)

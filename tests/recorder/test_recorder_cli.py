@@ -114,6 +114,28 @@ def test_an_environment_s_own_sitecustomize_is_left_alone(
     assert own.read_text() == own_text
 
 
+def test_a_package_replacing_popcon_s_sitecustomize(
+    new_venv, home, wheelhouse, recorder_env, listener, workdir
+):
+    """pip installs a package that ships its own sitecustomize.py over popcon's: status says
+    nothing starts the recorder, and enable starts it again from popcon.pth, beside it."""
+    venv = new_venv()
+    env = clean_environ(home)
+    files = {"sitecustomize.py": "import os\nos.environ['THEIRS'] = 'ran'\n", "theirs.py": ""}
+    pip_install(venv, "--no-index", "--no-deps", build_wheel(wheelhouse, "theirs", "1.0", files))
+    assert _status(venv, env)["enabled"] is False
+    text = popcon_cli("status", "--python", venv.python, env=env).stdout
+    assert "nothing starts them" in text and "popcon enable" in text
+
+    result = popcon_cli("enable", "--python", venv.python, env=env)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert _status(venv, env)["start"] == "pth"
+    code = "import os, theirs; print(os.environ.get('THEIRS'))"
+    result = run([venv.python, "-c", code], env=recorder_env(), cwd=workdir)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ran\n", "")
+    assert set(first_records(use_libs(listener.datagrams()))) == {"theirs"}
+
+
 def _distribution_python_with_sitecustomize() -> str | None:
     """A Linux distribution's Python whose standard library has a sitecustomize (Debian and
     Ubuntu ship one), or None."""
