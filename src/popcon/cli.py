@@ -93,9 +93,11 @@ def main(argv: list | None = None) -> int:
 
 
 def _format_change(command: str, report: dict) -> str:
+    from . import enable as environment
+
     if command == "enable":
         states = ", ".join(f"{m['state']} ({m['site']})" for m in report["maps"]) or "none"
-        started = {"sitecustomize": "sitecustomize.py", "pth": "popcon.pth"}[report["start"]]
+        started = environment.START_FILES[report["start"]][0]
         return f"recording enabled in {report['site']}\nstarts in: {started}\nmodule map: {states}"
     if report["removed"]:
         return f"recording disabled in {report['site']}"

@@ -314,8 +314,7 @@ def format_status(report: dict) -> str:
     version = report["recorder_version"]
     same = "same as" if version == report["popcon_version"] else "differs from"
     lines.append(f"recording:  enabled (recorder {version}, {same} popcon {__version__})")
-    started = {"sitecustomize": SITECUSTOMIZE_NAME, "pth": PTH_NAME}[report["start"]]
-    lines.append(f"starts in:  {started}")
+    lines.append(f"starts in:  {START_FILES[report['start']][0]}")
     if report["hidden_by"]:
         lines.append(
             f"            but not for this user, whose processes import {report['hidden_by']}: "
