@@ -85,11 +85,17 @@ def main(argv: list | None = None) -> int:
     except environment.EnableError as error:
         print(f"popcon {arguments.command}: {error}", file=sys.stderr)
         return 1
-    try:
-        print(json.dumps(report, indent=2) if arguments.json else text, flush=True)
-    except BrokenPipeError:  # popcon status | head
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    write_stdout((json.dumps(report, indent=2) if arguments.json else text) + "\n")
     return 0
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush; a reader gone early (``popcon status | head``) is no error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _format_change(command: str, report: dict) -> str:

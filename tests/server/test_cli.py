@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from apptestlib import NOW, ApiServer, by_name
@@ -179,3 +182,21 @@ def test_serve_flags_are_checked(capsys, tmp_path):
     status, _, err = run(capsys, "serve", "--http", "localhost:http")
     assert err.strip() == "popcon serve: --http: expected a port 0-65535, got 'http'"
     assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_top_into_a_closed_pipe_is_no_traceback(sample_db):
+    """``popcon top | head -0``: the reader is gone before popcon writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "popcon", "top", "--db", str(sample_db)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+from popcon.cli import write_stdout
 from popcon.server import answers, queries
 from popcon.server.params import BadParameter, canonical_library
 from popcon.server.tables import Column, render_csv, render_json, render_table
@@ -402,12 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"popcon {args.command}: {error}", file=sys.stderr)
         return error.status
-    try:
-        sys.stdout.write(render(shown, args))
-        sys.stdout.flush()
-    except BrokenPipeError:  # popcon top | head
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    write_stdout(render(shown, args))  # popcon top | head
     return 0
 
 
