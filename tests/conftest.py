@@ -1,6 +1,10 @@
-"""Shared by every test folder: the repository's root, and loggers put back after each test."""
+"""Shared by every test folder: the repository's root, loggers put back after each test, and
+running ``popcon`` into a closed pipe."""
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +29,28 @@ def _loggers_put_back():
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+@pytest.fixture
+def popcon_into_closed_pipe():
+    """``popcon_into_closed_pipe(*args, env=None)``: run ``python -m popcon ARGS`` with its
+    output going to a pipe whose reader is already gone (``popcon ... | head -0``); returns the
+    completed process, stderr captured."""
+
+    def run(*args, env=None) -> subprocess.CompletedProcess:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "popcon", *map(str, args)],
+                env=env,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+
+    return run

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -255,21 +252,8 @@ def test_status_of_the_workload(workload_venv, home):
     assert report["maps"][0]["distributions"] == len(workload_venv.metadata_versions())
 
 
-def test_output_into_a_closed_pipe_is_no_traceback(new_venv, home):
+def test_output_into_a_closed_pipe_is_no_traceback(new_venv, home, popcon_into_closed_pipe):
     """``popcon status | head -0``: the reader is gone before popcon writes."""
     venv = new_venv()
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "popcon", "status", "--python", str(venv.python)],
-            env=clean_environ(home),
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    result = popcon_into_closed_pipe("status", "--python", venv.python, env=clean_environ(home))
     assert (result.returncode, result.stderr) == (0, "")

@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from apptestlib import NOW, ApiServer, by_name
@@ -184,19 +181,7 @@ def test_serve_flags_are_checked(capsys, tmp_path):
     assert not (tmp_path / "x.sqlite").exists()
 
 
-def test_top_into_a_closed_pipe_is_no_traceback(sample_db):
+def test_top_into_a_closed_pipe_is_no_traceback(sample_db, popcon_into_closed_pipe):
     """``popcon top | head -0``: the reader is gone before popcon writes."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "popcon", "top", "--db", str(sample_db)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    result = popcon_into_closed_pipe("top", "--db", sample_db)
     assert (result.returncode, result.stderr) == (0, "")
