@@ -71,14 +71,20 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
 
 
-def _blast(address: tuple[str, int], datagrams: list[bytes], start: float) -> None:
-    """Sender process: wait for ``start`` (a time.time()), send everything once."""
+def _sender(address: tuple[str, int], start: float):
+    """In a sender process: pin it to the second CPU, connect a UDP socket to ``address``,
+    wait for ``start`` (a time.time()); return the socket's ``send``."""
     _pin(1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(address)
-    send = sock.send
     while time.time() < start:
         time.sleep(0.001)
+    return sock.send
+
+
+def _blast(address: tuple[str, int], datagrams: list[bytes], start: float) -> None:
+    """Sender process: wait for ``start`` (a time.time()), send everything once."""
+    send = _sender(address, start)
     for data in datagrams:
         try:
             send(data)
@@ -88,12 +94,7 @@ def _blast(address: tuple[str, int], datagrams: list[bytes], start: float) -> No
 
 def _paced(address: tuple[str, int], datagrams: list[bytes], rate: float, start: float) -> None:
     """Sender process: ``rate`` datagrams/s, in 5 ms slices, starting at ``start``."""
-    _pin(1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.connect(address)
-    send = sock.send
-    while time.time() < start:
-        time.sleep(0.001)
+    send = _sender(address, start)
     t0 = time.perf_counter()
     sent = 0
     total = len(datagrams)

@@ -137,14 +137,17 @@ def test_statsd_lines_open_api_and_sigint(tmp_path):
 
 
 def test_generated_config_file_is_read_from_the_working_directory(tmp_path):
-    made = subprocess.run(
-        [sys.executable, "-m", "popcon", "serve", "--generate-config"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    def generate_config():
+        return subprocess.run(
+            [sys.executable, "-m", "popcon", "serve", "--generate-config"],
+            cwd=tmp_path,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    made = generate_config()
     assert made.returncode == 0, made.stderr
     config = tmp_path / "popcon_config.py"
     text = config.read_text()
@@ -152,14 +155,7 @@ def test_generated_config_file_is_read_from_the_working_directory(tmp_path):
         assert f"# c.PopconServe.{name} = " in text
     config.write_text(text + "\nc.PopconServe.open = True\nc.PopconServe.min_count = 5\n")
     # a second --generate-config refuses to overwrite
-    again = subprocess.run(
-        [sys.executable, "-m", "popcon", "serve", "--generate-config"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = generate_config()
     assert again.returncode == 1
     assert "exists" in again.stderr
 
