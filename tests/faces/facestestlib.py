@@ -191,11 +191,16 @@ class Prometheus(Background):
         assert answer["status"] == "success", answer
         return answer["data"]
 
-    def query(self, expr: str) -> list[dict]:
-        return self.api("query", query=expr)["result"]
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        """An instant query, at ``at`` (default: Prometheus's now)."""
+        moment = {} if at is None else {"time": str(at)}
+        return self.api("query", query=expr, **moment)["result"]
 
-    def query_range(self, expr: str, seconds: int, step: str = "1s") -> list[dict]:
-        end = time.time()
+    def query_range(
+        self, expr: str, seconds: int, step: str = "1s", end: float | None = None
+    ) -> list[dict]:
+        """A range query over the ``seconds`` before ``end`` (default: now)."""
+        end = time.time() if end is None else end
         return self.api(
             "query_range", query=expr, start=str(end - seconds), end=str(end), step=step
         )["result"]

@@ -120,7 +120,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
         for hub, collector in collectors.items():
             send_udp(collector.udp, round_of_datagrams(hub))
         wait_for(lambda: scraped(2), timeout=30, what="the second round in Prometheus")
-        time.sleep(1.5)
+        time.sleep(INGESTED + 0.5)  # so that refreshes ending INGESTED ago hold the second round
         yield prometheus, settled
     finally:
         if prometheus is not None:
@@ -129,11 +129,20 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
             collector.stop()
 
 
+#: Seconds after which every sample of a scrape can be queried. A scrape's samples carry the
+#: time it started and are stored when it ends (timeout 900 ms), so a query ending at "now"
+#: could see a sample that the same query, repeated a moment later, sees joined by a newer one.
+INGESTED = 2.0
+
+
 def variables(settled: float, hub: str = "research", **extra: str) -> dict:
-    """Template variables as Grafana sends them: regex values for the multi-value ones."""
-    # from a little before `settled` (all samples there hold the whole first round) to now:
+    """Template variables of one dashboard refresh as Grafana sends them: regex values for the
+    multi-value ones, and ``__to`` (milliseconds), the end of the refresh's time range, at
+    which `run` evaluates every query of the refresh, as Grafana does."""
+    end = time.time() - INGESTED
+    # from a little before `settled` (all samples there hold the whole first round) to `end`:
     # the window sees the second round's change, never a part of the first round
-    window = f"{math.ceil(time.time() - settled) + 1}s"
+    window = f"{math.ceil(end - settled) + 1}s"
     return {
         "hub": hub,
         "env": ".*",
@@ -141,6 +150,7 @@ def variables(settled: float, hub: str = "research", **extra: str) -> dict:
         "__range": window,
         "__rate_interval": window,
         "datasource": "unused",
+        "__to": str(int(end * 1000)),
         **extra,
     }
 
@@ -155,12 +165,14 @@ def queries() -> dict:
 
 
 def run(prometheus: Prometheus, query: GrafanaQuery, values: dict) -> list:
+    """Evaluate one expression of the refresh ``values`` describes, ending at its ``__to``."""
     expr = substitute(query.expr, values)
+    end = int(values["__to"]) / 1000
     if query.where.startswith("variable"):
         return prometheus.label_values(query.ref, expr)
     if query.instant:
-        return prometheus.query(expr)
-    return prometheus.query_range(expr, seconds=30)
+        return prometheus.query(expr, at=end)
+    return prometheus.query_range(expr, seconds=30, end=end)
 
 
 def test_every_expression_returns_series(fleet):
@@ -177,7 +189,8 @@ def test_every_expression_returns_series(fleet):
 def test_the_libraries_table_counts_processes_and_direct_share(fleet):
     prometheus, settled = fleet
     table = [q for q in queries().values() if q.panel == "Libraries over the range"]
-    processes, direct, share = (run(prometheus, q, variables(settled)) for q in table)
+    refresh = variables(settled)
+    processes, direct, share = (run(prometheus, q, refresh) for q in table)
     counts = by_library(processes)
     assert set(counts) == set(PROCESSES["research"])  # no library of the other hub
     assert [r["metric"]["library"] for r in processes][-1] == "requests"  # sort_desc
@@ -210,9 +223,13 @@ def test_per_library_panels(fleet):
     prometheus, settled = fleet
     found = queries()
     panels = {q.where: q for q in found.values() if q.panel.startswith("$library")}
+    # One refresh: the three queries end at the same moment, so their windows hold the same
+    # samples and increase() extrapolates them alike (two refreshes differ by up to 1 s of
+    # the window's ~20 s; CI saw 1.875 for 2).
+    refresh = variables(settled)
     direct, transitive, unknown = (
         last_values(run(prometheus, panels[f"panel '$library: direct and transitive' / {ref}"],
-                        variables(settled)))
+                        refresh))
         for ref in "ABC"
     )  # fmt: skip
     (direct_now,), (transitive_now,), (unknown_now,) = (
