@@ -1,4 +1,4 @@
-"""Fixtures of the faces' tests (dashboard, JupyterHub service, Grafana).
+"""Fixtures of the faces' tests (dashboard, JupyterHub service, Prometheus and Grafana).
 
 They build on the other folders' helpers instead of copying them: ``apptestlib`` (tests/server:
 a real ``popcon serve`` process, datagrams written from the protocol) and ``recorder_testlib``

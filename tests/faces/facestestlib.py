@@ -154,6 +154,26 @@ def get_json(url: str, headers: Mapping[str, str] | None = None, timeout: float 
 # -- Prometheus --------------------------------------------------------------------------------
 
 
+def prometheus_config(targets: Mapping[str, str], token: str) -> str:
+    """A ``prometheus.yml`` scraping each ``hub → host:port`` every second with the collectors'
+    bearer token, the ``hub`` label given per target as docs/fleet.md says."""
+    lines = [
+        "global:",
+        "  scrape_interval: 1s",
+        "  evaluation_interval: 1s",
+        "scrape_configs:",
+        "  - job_name: popcon",
+        "    scrape_interval: 1s",
+        "    scrape_timeout: 900ms",
+        "    authorization:",
+        f"      credentials: {token}",
+        "    static_configs:",
+    ]
+    for hub, address in targets.items():
+        lines += [f'      - targets: ["{address}"]', "        labels:", f"          hub: {hub}"]
+    return "\n".join(lines) + "\n"
+
+
 class Prometheus(Background):
     """Debian's ``prometheus`` on 127.0.0.1 with a temporary data directory."""
 

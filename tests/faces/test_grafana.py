@@ -25,6 +25,7 @@ from facestestlib import (
     GrafanaQuery,
     Prometheus,
     grafana_queries,
+    prometheus_config,
     require_program,
     substitute,
     wait_for,
@@ -72,24 +73,6 @@ DIRECT_SHARE = {
 }
 
 
-def prometheus_config(targets: dict) -> str:
-    lines = [
-        "global:",
-        "  scrape_interval: 1s",
-        "  evaluation_interval: 1s",
-        "scrape_configs:",
-        "  - job_name: popcon",
-        "    scrape_interval: 1s",
-        "    scrape_timeout: 900ms",
-        "    authorization:",
-        f"      credentials: {TOKEN}",
-        "    static_configs:",
-    ]
-    for hub, address in targets.items():
-        lines += [f'      - targets: ["{address}"]', "        labels:", f"          hub: {hub}"]
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory):
     binary = require_program("prometheus", "apt-get install -y prometheus")
@@ -102,7 +85,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
                 tmp / f"{hub}.sqlite", "--min-count", "1", env={"POPCON_API_TOKEN": TOKEN}
             )
         targets = {hub: c.http_url.split("//")[1].rstrip("/") for hub, c in collectors.items()}
-        prometheus = Prometheus(binary, prometheus_config(targets), tmp)
+        prometheus = Prometheus(binary, prometheus_config(targets, TOKEN), tmp)
 
         def scraped(rounds: int):
             reports = {

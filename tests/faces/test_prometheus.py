@@ -1,102 +1,25 @@
 """A real Prometheus scrapes a real ``popcon serve``; its ``increase()`` agrees with the API.
 
-Needs Debian's ``prometheus`` package (``apt-get install -y prometheus``); skipped without it.
+Needs Debian's ``prometheus`` package (``apt-get install -y prometheus``): a failure under
+CI, which installs it, a skip elsewhere.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 from apptestlib import ServeProcess, use_datagram, wait_until
+from facestestlib import Prometheus, prometheus_config, require_program
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 TOKEN = "prometheus-test-token"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(  # under CI, which installs it, a missing binary fails instead
-        not Path(PROMETHEUS).exists() and not os.environ.get("CI"),
-        reason="the prometheus binary is absent (Debian: apt-get install -y prometheus)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Prometheus:
-    """``/usr/bin/prometheus`` on 127.0.0.1 scraping one target every second."""
-
-    def __init__(self, workdir: Path, target: str, token: str) -> None:
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            "  scrape_interval: 1s\n"
-            "  evaluation_interval: 1s\n"
-            "scrape_configs:\n"
-            "  - job_name: popcon\n"
-            "    authorization:\n"
-            "      type: Bearer\n"
-            f"      credentials: {token}\n"
-            "    static_configs:\n"
-            f"      - targets: ['{target}']\n"
-        )
-        self.log = open(workdir / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
-        self.log_path = workdir / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def query(self, expr: str, at: float | None = None) -> list:
-        params = {"query": expr}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(params)
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                answer = json.loads(response.read())
-        except OSError:
-            if self.proc.poll() is not None:
-                raise AssertionError("prometheus exited:\n" + self.log_path.read_text()) from None
-            return []
-        assert answer["status"] == "success", answer
-        return answer["data"]["result"]
-
-    def by_library(self, expr: str, at: float | None = None) -> dict:
-        return {r["metric"]["library"]: float(r["value"][1]) for r in self.query(expr, at)}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+def by_library(prometheus: Prometheus, expr: str, at: float | None = None) -> dict:
+    return {r["metric"]["library"]: float(r["value"][1]) for r in prometheus.query(expr, at)}
 
 
 def api_processes(server: ServeProcess) -> dict:
@@ -117,6 +40,7 @@ def statsd(library: str, count: int) -> list:
 
 
 def test_prometheus_increase_agrees_with_the_api(tmp_path):
+    binary = require_program("prometheus", "apt-get install -y prometheus")
     with ServeProcess(
         tmp_path / "popcon.sqlite", "--min-count", "1", env={"POPCON_API_TOKEN": TOKEN}
     ) as server:
@@ -128,7 +52,7 @@ def test_prometheus_increase_agrees_with_the_api(tmp_path):
         wait_until(lambda: api_processes(server) == expected_a, what="batch A in the API")
 
         target = server.http_url.split("//", 1)[1].rstrip("/")
-        prometheus = Prometheus(tmp_path, target, TOKEN)
+        prometheus = Prometheus(binary, prometheus_config({"hub": target}, TOKEN), tmp_path)
         try:
             wait_until(
                 lambda: prometheus.query('up{job="popcon"} == 1'), timeout=60, what="a scrape"
@@ -156,13 +80,13 @@ def test_prometheus_increase_agrees_with_the_api(tmp_path):
             # the latest scrape: the counters summed over env and level are the API's numbers
             wait_until(
                 lambda: (
-                    prometheus.by_library("sum by (library) (popcon_library_processes_total)")
+                    by_library(prometheus, "sum by (library) (popcon_library_processes_total)")
                     == {k: float(v) for k, v in after.items()}
                 ),
                 timeout=30,
                 what="Prometheus to scrape batch B",
             )
-            upgrades = prometheus.by_library("popcon_library_upgrades_total")
+            upgrades = by_library(prometheus, "popcon_library_upgrades_total")
             assert upgrades == {"numpy": 1.0}
 
             # increase() over a window from 12 s before batch B (Prometheus scraped for 15 s
@@ -170,8 +94,10 @@ def test_prometheus_increase_agrees_with_the_api(tmp_path):
             at = max(sent_b + 6, time.time() + 1.5)
             time.sleep(max(0.0, at - time.time()))
             seconds = math.ceil(at - (sent_b - 12))
-            increase = prometheus.by_library(
-                f"sum by (library) (increase(popcon_library_processes_total[{seconds}s]))", at
+            increase = by_library(
+                prometheus,
+                f"sum by (library) (increase(popcon_library_processes_total[{seconds}s]))",
+                at,
             )
         finally:
             prometheus.stop()
