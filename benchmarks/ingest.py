@@ -35,10 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from workload import Workload, zipf_weights
 
-from popcon.server import (
-    Collector,
-    queries,
-)
+from popcon.server import Collector
+from popcon.server.query import queries
 
 
 def repeating_mix(count: int, distinct: int = 5000, seed: int = 2) -> list[bytes]:

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from workload import Workload
 
-from popcon.server import Collector, queries
+from popcon.server import Collector
+from popcon.server.query import queries
 
 JUNK_PER_DATAGRAM = 10
 

@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from popcon.server import queries
-from popcon.server.decode import (
+from popcon.protocol.decode import (
     MAX_DATAGRAM,
     NAME_RE,
     REJECTIONS,
@@ -42,9 +41,10 @@ from popcon.server.decode import (
     make_decoder,
     sign,
 )
-from popcon.server.ingest import aggregate
-from popcon.server.persist import load_catalog, read_rolled_until, roll_up, write_job
-from popcon.server.store import StoreSettings, Writer, connect_writer
+from popcon.server.query import queries
+from popcon.server.receive.ingest import aggregate
+from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
+from popcon.server.storage.store import StoreSettings, Writer, connect_writer
 
 KEY = b"fuzz key"
 #: Datagrams the seeded generator adds to each hypothesis example.

@@ -1,5 +1,6 @@
 """Shared by every test folder: the repository's root, loggers put back after each test, and
-running ``popcon`` into a closed pipe."""
+running ``popcon`` into a closed pipe. The fixtures of each kind of part live in
+``tests/testlib`` (on ``sys.path`` through pytest's ``pythonpath``) and load as plugins."""
 
 import logging
 import os
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["venv_fixtures", "collector_fixtures", "browser_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,12 +6,12 @@ from pathlib import Path
 from popcon.cli import SERVER_COMMANDS, _parser
 
 SOURCES = [
-    "recorder.py",
-    "recorder_hook.py",
-    "recorder_map.py",
-    "recorder_rare.py",
-    "preview.py",
-    "enable.py",
+    "recorder/core.py",
+    "recorder/hook.py",
+    "recorder/map.py",
+    "recorder/rare.py",
+    "admin/preview.py",
+    "admin/enable.py",
 ]
 
 

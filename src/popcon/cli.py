@@ -67,10 +67,10 @@ def main(argv: list | None = None) -> int:
         command = arguments.cmd[1:] if arguments.cmd[:1] == ["--"] else arguments.cmd
         if not command:
             _parser().error("preview needs a command: popcon preview -- CMD [ARGS]")
-        from .preview import preview_main
+        from .admin.preview import preview_main
 
         return preview_main(command, json_output=arguments.json)
-    from . import enable as environment
+    from .admin import enable as environment
 
     try:
         if arguments.command == "status":
@@ -99,7 +99,7 @@ def write_stdout(text: str) -> None:
 
 
 def _format_change(command: str, report: dict) -> str:
-    from . import enable as environment
+    from .admin import enable as environment
 
     if command == "enable":
         states = ", ".join(f"{m['state']} ({m['site']})" for m in report["maps"]) or "none"
@@ -112,7 +112,7 @@ def _format_change(command: str, report: dict) -> str:
 
 def _server_command(argv: list) -> int:
     if argv[0] == "demo":
-        from .demo import main as demo_main
+        from .admin.demo import main as demo_main
 
         return demo_main(argv[1:])
     try:

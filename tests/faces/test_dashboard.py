@@ -11,18 +11,18 @@ import pytest
 from apptestlib import NOW, ApiServer, sample_datagrams, store_datagrams
 from facestestlib import REPO_ROOT
 
-from popcon.server import answers
-from popcon.server.auth import TokenAuth
-from popcon.server.dashboard import (
+from popcon.server.query import answers
+from popcon.server.query.params import BadParameter
+from popcon.server.query.queries import connect_readonly
+from popcon.server.web.api import Reader, ServerContext
+from popcon.server.web.auth import TokenAuth
+from popcon.server.web.dashboard import (
     MAX_ROW_NAMES,
     STATIC_DIR,
     rows_answer,
     slice_edges,
     version_history_answer,
 )
-from popcon.server.http import Reader, ServerContext
-from popcon.server.params import BadParameter
-from popcon.server.queries import connect_readonly
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_grafana_dashboard_is_valid_json_with_a_hub_variable():
 
 def test_every_route_is_documented():
     """docs/dashboard.md names every page and answer the dashboard serves."""
-    from popcon.server.dashboard import dashboard_routes
+    from popcon.server.web.dashboard import dashboard_routes
 
     doc = (REPO_ROOT / "docs" / "dashboard.md").read_text()
     ctx = ServerContext(reader=None)  # type: ignore[arg-type] - routes only, no request

@@ -6,7 +6,7 @@ from __future__ import annotations
 from facestestlib import REPO_ROOT, require_module
 
 from popcon.server.app import PopconServe
-from popcon.server.hub import HUB_MODE, access_scopes, configure_from_hub, hub_service
+from popcon.server.web.hub import HUB_MODE, access_scopes, configure_from_hub, hub_service
 
 HUB_ENV = {
     "JUPYTERHUB_SERVICE_NAME": "popcon",

@@ -2,7 +2,7 @@
 
 The application only gathers settings (every one a trait with ``help=``, flags map onto them,
 ``popcon_config.py`` can set them, secrets come from the environment) and then calls
-:func:`serve`, which starts the :class:`~popcon.server.receiver.Collector` (UDP receiver and
+:func:`serve`, which starts the :class:`~popcon.server.receive.receiver.Collector` (UDP receiver and
 SQLite writer) and the tornado HTTP server, logs one line, and waits for SIGTERM/SIGINT.
 """
 
@@ -26,11 +26,11 @@ from traitlets.config import Application
 from traitlets.config.loader import ArgumentError
 
 from popcon import __version__
-from popcon.server.auth import AUTH_MODES, Auth, OpenAuth, make_auth
-from popcon.server.decode import DEFAULT_STATSD_ENV, DEFAULT_STATSD_PREFIX
-from popcon.server.hub import configure_from_hub
-from popcon.server.receiver import Collector, parse_address
-from popcon.server.store import DAY, StoreSettings
+from popcon.protocol.decode import DEFAULT_STATSD_ENV, DEFAULT_STATSD_PREFIX
+from popcon.server.receive.receiver import Collector, parse_address
+from popcon.server.storage.store import DAY, StoreSettings
+from popcon.server.web.auth import AUTH_MODES, Auth, OpenAuth, make_auth
+from popcon.server.web.hub import configure_from_hub
 
 log = logging.getLogger("popcon.serve")
 
@@ -386,8 +386,8 @@ async def serve(
     """
     from tornado.httpserver import HTTPServer
 
-    from popcon.server.http import Reader, ServerContext, make_app, normalize_prefix
-    from popcon.server.metrics import make_registry
+    from popcon.server.web.api import Reader, ServerContext, make_app, normalize_prefix
+    from popcon.server.web.metrics import make_registry
 
     stop = stop or asyncio.Event()
     collector = Collector(

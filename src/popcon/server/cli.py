@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from popcon.cli import write_stdout
-from popcon.server import answers, queries
-from popcon.server.params import BadParameter, canonical_library
+from popcon.server.query import answers, queries
+from popcon.server.query.params import BadParameter, canonical_library
 from popcon.server.tables import Column, render_csv, render_json, render_table
 
 DEFAULT_SERVER = "http://127.0.0.1:8138/"

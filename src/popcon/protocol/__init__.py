@@ -1,0 +1,1 @@
+"""The wire protocol in code (``docs/protocol.md``)."""

@@ -1,0 +1,699 @@
+"""The recorder's core: classifies imports, keeps the module map, builds and sends datagrams.
+
+``popcon/recorder_hook.py`` loads it (as ``_popcon_recorder``, a verbatim copy placed beside
+the hook by ``popcon enable``) on the first import that the hook cannot settle by itself, so a
+process that imports no third-party library never loads it. Standard library only; nothing it
+sends names a user, a host, a path, a time or a user's own module.
+
+The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
+Notes below are comments rather than docstrings: every process that imports a library loads
+this module, and docstrings would make that load longer (rarely needed parts live in
+``rare.py`` for the same reason).
+"""
+
+import _thread
+import os
+import sys
+
+_VERSION = "0.1.0"  # the popcon version this copy came from; checked by `popcon status`
+
+_MAP_FORMAT = 3  # bump when the cached map's layout changes
+_MAX_DATAGRAM = 1400
+_SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
+_SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
+
+
+# Per-process state. ``_settled`` is the hook's set of top-level names whose finds need no
+# further report (user modules, distributions already recorded); ``attach`` shares it.
+_hook = None  # the start-up hook module
+_settled: set = set()
+_map = None  # the _ModuleMap, loaded on the first import that needs it
+_levels: dict = {}  # distribution name -> "direct" | "transitive"
+_transitive: set = set()  # names of distributions reported transitive and not upgraded yet
+_user_tops: set = set()  # top-level names of user modules seen (never sent anywhere)
+_pending: list = []  # record lines not sent yet
+_seq = 0  # datagrams sent by this process
+_config = None  # the _Config, read at the first send
+_ipython_hooked = False
+_last_scan = -1e9  # time.monotonic() of the last upgrade scan
+_last_scan_size = 0  # how many namespace entries it looked at
+_lock = _thread.RLock()  # one thread at a time in here
+_attached = False
+_OWN_MODULES = frozenset(
+    {"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "_popcon_recorder_rare", "popcon"}
+)
+_STDLIB: frozenset = frozenset()
+
+
+def attach(hook) -> None:
+    # Called by the hook on its first report: share its state, and only now take on exit and
+    # fork duties (a process that never gets here has nothing to send).
+    global _hook, _settled, _STDLIB, _attached, _OWN_MODULES
+    import atexit
+
+    with _lock:
+        if _attached:
+            return
+        _attached = True
+        _hook = hook
+        _settled = hook._settled
+        _OWN_MODULES = _OWN_MODULES | {hook.__name__}  # "sitecustomize" where it is that
+        _STDLIB = _standard_library_names()
+        atexit.register(_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def report(fullname: str, top: str, spec) -> None:
+    # The hook's hand-over: ``spec`` is what the path finder found, None when no sys.path
+    # directory had the module (a later meta path finder may). Bounded wait: a thread in here
+    # could wait for a module lock held by the thread waiting here.
+    if not _lock.acquire(True, 0.5):
+        return
+    try:
+        if on_import(fullname, top) and spec is not None:
+            _watch_namespace(spec)
+    finally:
+        _lock.release()
+
+
+def _watch_namespace(spec) -> None:
+    # A namespace package shared by several distributions: have the hook watch its
+    # directories too, to report the modules found there (the second level names the
+    # distribution).
+    hook = _hook
+    for portion in spec.submodule_search_locations or ():
+        hook._watched.add(portion)
+        found = sys.path_importer_cache.get(portion)
+        if type(found) is hook._finder_type and "find_spec" not in vars(found):
+            found.find_spec = hook._watched_find_spec.__get__(found)
+
+
+def _at_exit() -> None:
+    if _lock.acquire(True, 0.5):
+        try:
+            at_exit()
+        except Exception:
+            pass
+        finally:
+            _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = _thread.RLock()  # another thread may have held it at the fork
+    try:
+        after_fork_in_child()
+    except Exception:
+        pass
+
+
+def _standard_library_names() -> frozenset:
+    # sys.stdlib_module_names lists the built-in modules too (but for a test module or two)
+    names = getattr(sys, "stdlib_module_names", None)
+    if names is None:
+        return _sibling("rare").standard_library_names_before_3_10()
+    return names
+
+
+def at_exit() -> None:
+    # Send what is still pending (upgrades found by a last look at user namespaces), then
+    # close the socket, so that no ResourceWarning reaches the user at shutdown.
+    if _transitive:
+        _scan_user_namespaces()
+    _flush()
+    if _config is not None and _config.resolving:
+        _sibling("rare").await_resolution(_config)
+    if _config is not None:
+        _config.mode = None  # later imports (other exit handlers) send nothing
+        if _config.socket is not None:
+            _config.socket.close()
+            _config.socket = None
+
+
+def after_fork_in_child() -> None:
+    # A forked child is a new process that already knows what its parent reported.
+    global _seq, _config
+    _seq = 0
+    del _pending[:]
+    if _config is not None:
+        _config = _config.for_child()
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def on_import(fullname: str, top: str) -> bool:
+    # A module found under a top-level name the hook has not settled; True when it is a
+    # namespace package shared by several distributions (``report`` then has the hook watch
+    # its directories, to report the modules found one level deeper).
+    #
+    # Called under the lock. Once a name is classified it is settled; a transitive
+    # distribution that user code imports later is found by ``_scan_user_namespaces``.
+    global _map
+    if top in _STDLIB:  # Python 3.9 only: the hook has no list of the standard library
+        _settled.add(top)
+        return False
+    if _map is None:
+        _map = _load_map()
+    dist = _map.lookup(fullname, top)
+    if dist is None and _map.is_stale():
+        _map = _load_map()  # pip changed the environment while this process ran
+        dist = _map.lookup(fullname, top)
+    namespace = _map.is_namespace(top)
+    if dist is None:
+        if not namespace:
+            _settled.add(top)
+            _user_tops.add(top)
+        return namespace and fullname == top
+    if dist[0] not in _levels:
+        importer = _importing_distribution(sys._getframe(1))
+        if importer is _AT_START_UP:
+            return False  # a .pth file or sitecustomize importing: nobody's use (yet)
+        if importer is not None and importer[0] == dist[0]:
+            return False  # its own code, loaded before the recorder started: not a use yet
+        _record(dist, importer)
+        _scan_user_namespaces(throttle=True)
+        _flush()
+    if not namespace:
+        _settled.add(top)
+    return namespace and fullname == top
+
+
+_AT_START_UP = ("(start-up)", "-", "env")  # what _importing_distribution says during site
+
+
+def _importing_distribution(frame) -> "tuple | None":
+    # The distribution whose code is importing, None when user code is, or ``_AT_START_UP``
+    # when the import runs under ``site`` (a ``.pth`` file, ``sitecustomize``).
+    #
+    # Walks out from the import machinery, looking through standard-library frames (importlib,
+    # runpy, pickle, ...) and the recorder's own. The first other frame decides: a module of an
+    # installed distribution makes the import transitive; anything else is user code. A script,
+    # ``-c`` and a notebook cell run as ``__main__``; ``python -m pkg`` runs as ``__main__`` with
+    # ``__spec__.name == "pkg"``, which makes ``pkg``'s distribution the importer. The walk goes
+    # on to the outermost frame, to see whether ``site`` is running.
+    decided = False
+    importer = None
+    while frame is not None:
+        module_globals = frame.f_globals
+        name = module_globals.get("__name__")
+        if name == "site":
+            return _AT_START_UP
+        if not decided and type(name) is str:
+            if name == "__main__":
+                spec = module_globals.get("__spec__")
+                name = getattr(spec, "name", None) if spec is not None else None
+                if type(name) is not str or name == "__main__":
+                    decided = True
+                    name = None
+            if name is not None:
+                top = name.partition(".")[0]
+                if top not in _STDLIB and top not in _OWN_MODULES:
+                    decided = True
+                    importer = _map.lookup(name, top) if _map is not None else None
+        frame = frame.f_back
+    return importer
+
+
+def _record(dist: tuple, importer: "tuple | None") -> None:
+    name, version, origin = dist
+    if importer is None:
+        _levels[name] = "direct"
+        _pending.append(f"lib {name} {version} direct {origin}")
+    else:
+        _levels[name] = "transitive"
+        _transitive.add(name)
+        _pending.append(f"lib {name} {version} transitive {origin} {importer[0]}")
+
+
+def _upgrade(dist: tuple) -> None:
+    name, version, origin = dist
+    _levels[name] = "direct"
+    _transitive.discard(name)
+    _pending.append(f"lib {name} {version} upgrade {origin}")
+
+
+def _scan_user_namespaces(*, throttle: bool = False) -> None:
+    # Upgrade transitive distributions that user code holds: modules, functions, classes.
+    # An ``import numpy`` of an already loaded numpy reaches no finder, so the recorder looks at
+    # what ``__main__`` and the user's own modules hold instead: after each notebook cell, at
+    # exit, and on each new distribution (at most once a second where the namespaces hold more
+    # than ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
+    global _ipython_hooked, _last_scan, _last_scan_size
+    if not _ipython_hooked and "IPython" in sys.modules:
+        _ipython_hooked = _sibling("rare").hook_ipython()
+    if not _transitive or _map is None:
+        return
+    import time
+
+    now = time.monotonic()
+    if throttle and _last_scan_size > _SCAN_THROTTLE_SIZE and now - _last_scan < 1.0:
+        return
+    _last_scan = now
+    _last_scan_size = 0
+    module_type = type(sys)
+    module_dict = module_type.__dict__["__dict__"].__get__
+    function_types = (type(_scan_user_namespaces), type(len))
+    names = ["__main__", *_user_tops]
+    for module_name in names:
+        module = sys.modules.get(module_name)
+        if module is None or not issubclass(type(module), module_type):
+            continue
+        values = list(module_dict(module).values())[:_SCAN_LIMIT]
+        _last_scan_size += len(values)
+        for value in values:
+            kind = type(value)
+            if issubclass(kind, module_type):
+                held = module_dict(value).get("__name__")
+            elif kind in function_types or issubclass(kind, type):
+                held = getattr(value, "__module__", None)
+            elif kind.__dictoffset__:
+                # Function-like objects (numpy's array-function dispatchers) keep __module__
+                # in their own __dict__; read it without running any __getattr__.
+                try:
+                    held = object.__getattribute__(value, "__dict__").get("__module__")
+                except Exception:
+                    continue
+            else:
+                continue
+            if type(held) is not str:
+                continue
+            dist = _map.lookup(held, held.partition(".")[0])
+            if dist is None:
+                continue
+            if dist[0] not in _levels:
+                _record(dist, None)  # loaded at start-up (by a .pth), then used by user code
+            elif dist[0] in _transitive:
+                _upgrade(dist)
+                if not _transitive:
+                    return
+
+
+# --------------------------------------------------------------------------- the module map
+
+
+class _ModuleMap:
+    # Top-level (and, under shared namespace packages, second-level) module names mapped to
+    # indexes in ``dists``, a list of ``(canonical name, version, origin)``.
+    #
+    # A value >= 0 is a distribution index; -1 marks a namespace shared by several distributions
+    # (look one level deeper); -2 - i does the same but says that a bare ``import top`` belongs
+    # to distribution i.
+
+    def __init__(self, dists: list, names: dict, inventories: list, stamps: list) -> None:
+        self.dists = dists
+        self.names = names
+        self.inventories = inventories  # [(inventory id, [(name, version)])] per env site
+        self.stamps = stamps  # [(site directory, its st_mtime_ns when mapped)]
+
+    def lookup(self, fullname: str, top: str) -> "tuple | None":
+        # ``(name, version, origin)`` of the distribution that provides ``fullname``.
+        index = self.names.get(top)
+        if index is not None and index < 0:
+            second = fullname.split(".", 2)
+            deeper = self.names.get(top + "." + second[1]) if len(second) > 1 else None
+            index = deeper if deeper is not None else (-2 - index if index <= -2 else None)
+        return None if index is None else self.dists[index]
+
+    def is_namespace(self, top: str) -> bool:
+        index = self.names.get(top)
+        return index is not None and index < 0
+
+    def is_stale(self) -> bool:
+        # Has a site directory changed since it was mapped (one stat per directory)?
+        for path, mtime in self.stamps:
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
+
+
+def _site_directories() -> list:
+    # ``(path, origin)`` of the directories to map, highest import priority first.
+    import site
+
+    found = []
+    seen = set()
+    candidates = []
+    if getattr(site, "ENABLE_USER_SITE", False):
+        user_site = getattr(site, "USER_SITE", None)
+        if user_site:
+            candidates.append((user_site, "user"))
+    try:
+        env_sites = site.getsitepackages()
+    except AttributeError:  # very old virtualenv
+        env_sites = [p for p in sys.path if p.endswith("site-packages")]
+    candidates.extend((p, "env") for p in env_sites)
+    for path, origin in candidates:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        identity = (status.st_dev, status.st_ino)  # lib64 -> lib links name one directory
+        if identity not in seen:
+            seen.add(identity)
+            found.append((path, origin))
+    return found
+
+
+def _load_map() -> _ModuleMap:
+    try:
+        return _merge_site_maps([(_site_map(p), origin) for p, origin in _site_directories()])
+    except Exception:
+        return _ModuleMap([], {}, [], [])
+
+
+def _merge_site_maps(site_maps: list) -> _ModuleMap:
+    # One map over all site directories; the directory first on ``sys.path`` wins.
+    dists: list = []
+    names: dict = {}
+    inventories = []
+    stamps = []
+    for site_map, origin in reversed(site_maps):
+        if site_map is None:
+            continue
+        stamps.append((site_map["site"], site_map["mtime"]))
+        base = len(dists)
+        dists.extend((name, version, origin) for name, version in site_map["dists"])
+        if origin == "env":
+            inventories.append((site_map["inventory_id"], site_map["dists"]))
+        for key, index in site_map["names"].items():
+            if index >= 0:
+                index += base
+            elif index <= -2:
+                index -= base
+            elif key in names:
+                continue  # a bare namespace does not hide a lower directory's owner
+            names[key] = index
+    return _ModuleMap(dists, names, inventories, stamps)
+
+
+def _cache_directory() -> "str | None":
+    environ = os.environ
+    explicit = environ.get("POPCON_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = environ.get("XDG_CACHE_HOME") or (
+        environ.get("HOME") and os.path.join(environ["HOME"], ".cache")
+    )
+    return os.path.join(base, "popcon") if base else None
+
+
+def _site_cache_files(site_path: str):
+    # Where a site directory's map may be stored: beside it (written by ``popcon enable``,
+    # shared by every user) first, then in the user's cache directory (named only if asked).
+    beside = os.path.join(site_path, "popcon-cache")
+    if os.path.isdir(beside):
+        yield os.path.join(beside, "map.marshal")
+    cache = _cache_directory()
+    if cache:
+        yield os.path.join(cache, f"map-{_path_key(site_path)}.marshal")
+
+
+def _path_key(text: str) -> str:
+    # A short stable key for a path, a label or an inventory (the text's bytes as a number,
+    # modulo the largest 64-bit prime): for file names and change detection, not security.
+    value = int.from_bytes(text.encode("utf-8", "surrogateescape"), "little")
+    return f"{value % 0xFFFFFFFFFFFFFFC5:016x}"
+
+
+def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
+    # The cached map of one site directory, rebuilt when the directory changed.
+    import marshal
+
+    try:
+        mtime = os.stat(site_path).st_mtime_ns
+    except OSError:
+        return None
+    for path in _site_cache_files(site_path):
+        try:
+            with open(path, "rb") as stream:
+                cached = marshal.loads(stream.read())
+        except Exception:
+            continue
+        if (
+            type(cached) is dict
+            and cached.get("format") == _MAP_FORMAT
+            and cached.get("site") == site_path
+            and cached.get("mtime") == mtime
+        ):
+            return cached
+    return _sibling("map").rebuild_site_map(site_path, mtime, write)
+
+
+def _sibling(kind: str):
+    # The recorder's module ``map`` (the map builder) or ``rare`` (rarely needed parts),
+    # loaded on first need: by the hook, from this file's directory, in a recording process;
+    # else imported (popcon's own package, or the scripts of ``popcon enable`` and ``status``,
+    # which put site-packages on sys.path).
+    name = ("popcon.recorder." if __name__.startswith("popcon.") else "_popcon_recorder_") + kind
+    module = sys.modules.get(name)
+    if module is None:
+        if _hook is not None:
+            return _hook.load_beside(name)
+        __import__(name)
+        module = sys.modules[name]
+    return module
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+_SETTINGS = (
+    "POPCON_COLLECTOR",
+    "POPCON_KEY",
+    "POPCON_DEBUG",
+    "POPCON_PREVIEW",
+    "POPCON_INVENTORY_INTERVAL",
+    "POPCON_ENV",
+    "JUPYTER_IMAGE_SPEC",
+    "JUPYTER_IMAGE",
+    "POPCON_LABELS",
+    "HOME",
+)
+
+
+def _settings() -> dict:
+    # The variables _Config reads, as a plain dict. os.environ.get raises and catches a
+    # KeyError for each absent name, which adds up at every first send; the dict os.environ
+    # keeps underneath is read directly where it is there (CPython's os module).
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    encode = getattr(environ, "encodekey", None)
+    decode = getattr(environ, "decodevalue", None)
+    if type(data) is not dict or encode is None or decode is None:
+        return {name: environ[name] for name in _SETTINGS if name in environ}
+    found = {}
+    for name in _SETTINGS:
+        value = data.get(encode(name))
+        if value is not None:
+            found[name] = decode(value)
+    return found
+
+
+class _Config:
+    # Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md).
+
+    def __init__(self, environ) -> None:
+        collector = environ.get("POPCON_COLLECTOR") or "udp://127.0.0.1:8137"
+        self.mode, self.host, self.port = _parse_collector(collector)
+        self.header = _header(environ)
+        self.key = environ.get("POPCON_KEY", "").encode("utf-8") or None
+        self.debug = environ.get("POPCON_DEBUG", "") not in ("", "0")
+        self.preview = environ.get("POPCON_PREVIEW") or None
+        try:
+            self.inventory_interval = float(environ.get("POPCON_INVENTORY_INTERVAL", "3600"))
+        except ValueError:
+            self.inventory_interval = 3600.0
+        self.address = None
+        self.socket = None
+        self.resolving = False
+        self.queue: list = []
+
+    def for_child(self) -> "_Config":
+        child = _Config.__new__(_Config)
+        child.__dict__.update(self.__dict__)
+        child.resolving = False  # the socket is shared with the parent: UDP does not mind
+        child.queue = []
+        return child
+
+
+def _parse_collector(url: str) -> tuple:
+    # ``udp://host:port`` or ``statsd://host:port`` -> (mode, host, port); mode None if bad.
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in ("udp", "statsd"):
+        return None, "", 0
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port[1:] if port.startswith(":") else ""
+    else:
+        host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None, "", 0
+    return scheme, host, int(port)
+
+
+def environment_label(environ) -> str:
+    label = (
+        environ.get("POPCON_ENV")
+        or environ.get("JUPYTER_IMAGE_SPEC")
+        or environ.get("JUPYTER_IMAGE")
+        or ""
+    )
+    if not label:
+        label = sys.prefix
+        home = environ.get("HOME")
+        if home and home != "/" and (label == home or label.startswith(home.rstrip("/") + "/")):
+            label = "~" + label[len(home.rstrip("/")) :]
+    label = "".join(c for c in label if c.isprintable())[:200].strip()
+    return label or "unknown"
+
+
+def _header(environ) -> str:
+    lines = [
+        "env " + environment_label(environ),
+        f"py {sys.version_info[0]}.{sys.version_info[1]}",
+    ]
+    text = environ.get("POPCON_LABELS", "")
+    labels, _rejected = _sibling("rare").parse_labels(text) if text else ((), ())
+    lines.extend(f"label {key}={value}" for key, value in labels)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def _flush() -> None:
+    # Send the pending records now, in as few datagrams as fit.
+    global _config, _seq
+    if not _pending:
+        return
+    if _config is None:
+        _config = _Config(_settings())
+    config = _config
+    records = _pending[:]
+    del _pending[:]
+    first = _seq == 0
+    if config.mode == "udp":
+        _emit(config, _use_datagrams(config, records))
+        if first and not config.preview:
+            _send_inventory_if_due(config)
+    elif config.mode == "statsd":
+        _seq += 1
+        _emit(config, _sibling("rare").statsd_datagrams(records, first))
+
+
+def _use_datagrams(config: "_Config", records: list) -> list:
+    global _seq
+    datagrams = []
+    for chunk in _chunks(records, _MAX_DATAGRAM - len(config.header.encode("utf-8")) - 64):
+        head = f"popcon/1 use {_seq}\n"
+        _seq += 1
+        datagrams.append(_sign(config, (head + config.header + chunk).encode("utf-8")))
+    return datagrams
+
+
+def _chunks(lines: list, budget: int) -> list:
+    # Join lines (each ending in a newline) into texts of at most ``budget`` bytes.
+    chunks = []
+    current: list = []
+    size = 0
+    for line in lines:
+        length = len(line.encode("utf-8")) + 1
+        if current and size + length > budget:
+            chunks.append("".join(current))
+            current = []
+            size = 0
+        current.append(line + "\n")
+        size += length
+    if current:
+        chunks.append("".join(current))
+    return chunks
+
+
+def _sign(config: "_Config", payload: bytes) -> bytes:
+    return payload if config.key is None else _sibling("rare").sign(config.key, payload)
+
+
+def _send_inventory_if_due(config: "_Config") -> None:
+    # At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user, and when
+    # the inventory changed; the check costs one ``stat``.
+    if config.inventory_interval <= 0 or _map is None or not _map.inventories:
+        return
+    ids = [inventory_id for inventory_id, _dists in _map.inventories]
+    inventory_id = ids[0] if len(ids) == 1 else _path_key(" ".join(ids))[:8]
+    stamp = _inventory_stamp(config, inventory_id)
+    if stamp is None:
+        return  # nowhere to remember when it was sent: better never than every process
+    import time
+
+    try:
+        if time.time() - os.stat(stamp).st_mtime < config.inventory_interval:
+            return
+    except OSError:
+        pass
+    _sibling("rare").send_inventory(config, _map.inventories, inventory_id, stamp)
+
+
+def _inventory_stamp(config: "_Config", inventory_id: str) -> "str | None":
+    # An empty file whose name says what was sent (per environment label, labels and
+    # collector, and inventory id) and whose age says when: beside site-packages if writable,
+    # else in the user's cache directory.
+    key = _path_key(config.header + config.host + str(config.port))[:12]
+    name = f"inventory-{key}-{inventory_id}"
+    for site_path, _mtime in _map.stamps:
+        beside = os.path.join(site_path, "popcon-cache")
+        if os.access(beside, os.W_OK):
+            return os.path.join(beside, name)
+    cache = _cache_directory()
+    return os.path.join(cache, name) if cache else None
+
+
+def _emit(config: "_Config", datagrams: list) -> None:
+    if config.preview or config.debug:
+        _sibling("rare").show(config, datagrams)
+        if config.preview:
+            return
+    if config.address is None:
+        config.queue.extend(datagrams)
+        del config.queue[:-256]
+        _resolve(config)
+        return
+    _send(config, datagrams)
+
+
+def _send(config: "_Config", datagrams: list) -> None:
+    import _socket
+
+    if config.socket is None:
+        family = _socket.AF_INET6 if ":" in config.address[0] else _socket.AF_INET
+        config.socket = _socket.socket(family, _socket.SOCK_DGRAM)
+        config.socket.setblocking(False)
+    for datagram in datagrams:
+        try:
+            config.socket.sendto(datagram, config.address)
+        except OSError:
+            pass
+
+
+def _is_address(host: str) -> bool:
+    if ":" in host:
+        return True  # an IPv6 literal (the brackets were removed)
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def _resolve(config: "_Config") -> None:
+    # Find the collector's address without a DNS look-up on the import path.
+    if config.mode is None or config.resolving:
+        return
+    if not _is_address(config.host):
+        _sibling("rare").resolve(config)
+        return
+    config.address = (config.host, config.port)
+    queued = config.queue[:]
+    del config.queue[:]
+    _send(config, queued)

@@ -1,0 +1,336 @@
+"""The recorder's map builder: which installed distribution provides which module.
+
+Scans one site directory's ``*.dist-info`` and ``*.egg-info`` and returns the map that the
+recorder (``core.py``) caches with ``marshal``; ``popcon enable`` and ``status`` build and
+inspect those caches through it too. A module of its own because most processes
+never need it: they find a fresh cached map. ``popcon enable`` copies it into site-packages as
+``_popcon_recorder_map.py``. Standard library only.
+"""
+
+import os
+import sys
+
+_DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info")
+_NEVER_RECORDED = frozenset({"popcon"})  # distributions that are never reported
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation: lower case, each run of ``-``, ``_`` and ``.`` becomes ``-``."""
+    out = []
+    in_separator = False
+    for char in name.strip().lower():
+        if char in "-_.":
+            if not in_separator:
+                out.append("-")
+            in_separator = True
+        else:
+            out.append(char)
+            in_separator = False
+    return "".join(out)
+
+
+def _valid_name(name: str) -> bool:
+    return (
+        0 < len(name) <= 100
+        and name[0] != "-"
+        and name[-1] != "-"
+        and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in name)
+    )
+
+
+def _valid_version(version: str) -> bool:
+    return 0 < len(version) <= 64 and all(33 <= ord(c) < 127 for c in version)
+
+
+def build_site_map(site_path: str) -> dict:
+    """Scan one site directory: every ``*.dist-info`` and ``*.egg-info`` in it.
+
+    Returns ``{"site", "dists": [(name, version)], "names": {module: index}}``, where an index
+    >= 0 names a distribution, -1 a namespace shared by several (look one level deeper), and
+    -2 - i such a namespace whose bare ``import`` belongs to distribution i. Only called when
+    no fresh cached map exists.
+    """
+    dists: list = []
+    claims: dict = {}  # top -> [(dist index, has __init__, second-level names, mtime)]
+    try:
+        entries = sorted(os.scandir(site_path), key=lambda e: e.name)
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.name.endswith(_DISTRIBUTION_SUFFIXES):
+            continue
+        try:
+            described = _describe_distribution(site_path, entry)
+        except Exception:
+            continue
+        if described is None:
+            continue
+        name, version, tops, mtime = described
+        if name in _NEVER_RECORDED:
+            continue
+        index = len(dists)
+        dists.append((name, version))
+        for top, (has_init, second_level) in tops.items():
+            claims.setdefault(top, []).append((index, has_init, second_level, mtime))
+    names: dict = {}
+    for top, claimants in claims.items():
+        if len(claimants) == 1:
+            names[top] = claimants[0][0]
+            continue
+        # Several distributions install this name: a shared namespace package, or one module
+        # shipped twice. Map one level deeper; where they collide, the last installed wins.
+        claimants.sort(key=lambda claim: claim[3])
+        owners = [claim[0] for claim in claimants if claim[1]]
+        names[top] = -2 - owners[-1] if owners else -1
+        for index, _has_init, second_level, _mtime in claimants:
+            for second in second_level:
+                names[top + "." + second] = index
+    return {"site": site_path, "dists": dists, "names": names}
+
+
+def rebuild_site_map(site_path: str, mtime: int, write: bool) -> dict:
+    """The core found no fresh map of this directory: build it, stamp it with the directory's
+    modification time and store it where the core looks first (when ``write``)."""
+    import marshal
+
+    core = _core()
+    built = build_site_map(site_path)
+    built["format"] = core._MAP_FORMAT
+    built["mtime"] = mtime
+    inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
+    built["inventory_id"] = core._path_key(inventory)[:8]
+    if write:
+        for path in core._site_cache_files(site_path):
+            if core._sibling("rare").write_atomically(path, marshal.dumps(built)):
+                break
+    return built
+
+
+def _describe_distribution(site_path: str, entry) -> "tuple | None":
+    """``(canonical name, version, {top: (has_init, second-level names)}, mtime)``."""
+    is_dir = entry.is_dir()
+    if is_dir:
+        metadata_file = os.path.join(
+            entry.path, "METADATA" if entry.name.endswith(".dist-info") else "PKG-INFO"
+        )
+    else:
+        metadata_file = entry.path  # a distutils-era single-file .egg-info
+    name, version = _read_name_and_version(metadata_file)
+    stem = entry.name.rsplit(".", 1)[0]
+    if not name:
+        name = stem.split("-")[0]
+    if not version:
+        parts = stem.split("-")
+        version = parts[1] if len(parts) > 1 else "-"
+    name = canonical_name(name)
+    if not _valid_name(name):
+        return None
+    if not _valid_version(version):
+        version = "-"
+    tops = _distribution_tops(site_path, entry.path, name) if is_dir else {}
+    if not tops:
+        tops = _guess_tops(site_path, name)
+    return name, version, tops, entry.stat().st_mtime_ns
+
+
+def _read_name_and_version(path: str) -> tuple:
+    name = version = ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                if not line.strip():
+                    break
+                if line.startswith("Name:"):
+                    name = line[5:].strip()
+                elif line.startswith("Version:"):
+                    version = line[8:].strip()
+                if name and version:
+                    break
+    except OSError:
+        pass
+    return name, version
+
+
+_MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd")
+
+
+def _add_path(tops: dict, relative: str) -> None:
+    """Note what one installed file (a path relative to the site directory) provides."""
+    parts = relative.replace("\\", "/").split("/")
+    first = parts[0]
+    if len(parts) == 1:
+        if first.endswith(_MODULE_SUFFIXES):
+            top = first.split(".", 1)[0]
+            if top.isidentifier():
+                tops.setdefault(top, (True, set()))
+        return
+    if not first.isidentifier() or first == "__pycache__":
+        return
+    has_init, second_level = tops.get(first, (False, set()))
+    second = parts[1]
+    if second.startswith("__init__."):
+        has_init = True
+    elif second != "__pycache__":
+        if len(parts) == 2:
+            if not second.endswith(_MODULE_SUFFIXES):
+                second = ""
+            second = second.split(".", 1)[0]
+        if second.isidentifier():
+            second_level.add(second)
+    tops[first] = (has_init, second_level)
+
+
+def _distribution_tops(site_path: str, info_path: str, name: str) -> dict:
+    tops: dict = {}
+    pth_files = []
+    record = os.path.join(info_path, "RECORD")
+    installed_files = os.path.join(info_path, "installed-files.txt")
+    if os.path.exists(record):
+        for relative in _record_paths(record):
+            if relative.endswith(".pth") and "/" not in relative:
+                pth_files.append(os.path.join(site_path, relative))
+            elif not relative.startswith(("/", "..")):
+                _add_path(tops, relative)
+    elif os.path.exists(installed_files):
+        info_name = os.path.basename(info_path)
+        for relative in _lines(installed_files):
+            normal = os.path.normpath(os.path.join(info_name, relative)).replace("\\", "/")
+            if not normal.startswith(("/", "..")):
+                _add_path(tops, normal)
+    for pth in pth_files:
+        _add_editable(tops, site_path, pth)
+    if not tops:
+        for top in _lines(os.path.join(info_path, "top_level.txt")):
+            top = top.strip().replace("/", ".").split(".")[0]
+            if top.isidentifier():
+                tops.setdefault(top, (True, set()))
+    return tops
+
+
+def _record_paths(record: str) -> list:
+    paths = []
+    for line in _lines(record):
+        if line.startswith('"'):  # a path with a comma in it, CSV-quoted: rare, so lazy
+            import csv
+
+            try:
+                paths.extend(row[0] for row in csv.reader([line]) if row)
+            except csv.Error:
+                continue  # one broken line does not lose the distribution
+        else:
+            paths.append(line.split(",", 1)[0])
+    return paths
+
+
+def _lines(path: str) -> list:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return [line.rstrip("\r\n") for line in stream if line.strip()]
+    except OSError:
+        return []
+
+
+def _add_editable(tops: dict, site_path: str, pth: str) -> None:
+    """An editable install: a ``.pth`` that adds a source directory to ``sys.path``, or one
+    that installs setuptools' finder, whose ``MAPPING`` names the packages."""
+    for line in _lines(pth):
+        if line.startswith(("import ", "import\t")):
+            for word in line.replace(";", " ").split():
+                if word.startswith("__editable___") and word.endswith("_finder"):
+                    _add_finder_mapping(tops, os.path.join(site_path, word + ".py"))
+                    break
+        elif not line.startswith("#"):
+            directory = line if os.path.isabs(line) else os.path.join(site_path, line)
+            _add_directory_modules(tops, directory)
+
+
+def _add_finder_mapping(tops: dict, finder_file: str) -> None:
+    try:
+        with open(finder_file, encoding="utf-8") as stream:
+            source = stream.read()
+    except OSError:
+        return
+    start = source.find("MAPPING")
+    start = source.find("{", start) if start >= 0 else -1
+    end = source.find("}", start)
+    if start < 0 or end < 0:
+        return
+    import ast
+
+    try:
+        mapping = ast.literal_eval(source[start : end + 1])
+    except (ValueError, SyntaxError):
+        return
+    for key in mapping:
+        top = str(key).split(".")[0]
+        if top.isidentifier():
+            tops.setdefault(top, (True, set()))
+
+
+def _add_directory_modules(tops: dict, directory: str) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        base = entry.name
+        if base.startswith(("test", "setup", "conftest", ".", "_")):
+            continue
+        if entry.is_dir():
+            if base.isidentifier() and os.path.exists(os.path.join(entry.path, "__init__.py")):
+                tops.setdefault(base, (True, set()))
+        elif base.endswith(".py") and base[:-3].isidentifier():
+            tops.setdefault(base[:-3], (True, set()))
+
+
+def _guess_tops(site_path: str, name: str) -> dict:
+    """No file list at all: trust a module named like the distribution, if there is one."""
+    guess = name.replace("-", "_")
+    for candidate in (guess, guess + ".py"):
+        if os.path.exists(os.path.join(site_path, candidate)):
+            return {guess: (True, set())}
+    return {}
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+def map_status(site_path: str) -> dict:
+    """For ``popcon status``: is this site directory's cached map fresh, and where is it."""
+    import marshal
+
+    core = _core()
+    try:
+        mtime = os.stat(site_path).st_mtime_ns
+    except OSError:
+        return {"site": site_path, "state": "missing site directory", "cache": None}
+    for path in core._site_cache_files(site_path):
+        try:
+            with open(path, "rb") as stream:
+                cached = marshal.loads(stream.read())
+        except Exception:
+            continue
+        if type(cached) is dict and cached.get("format") == core._MAP_FORMAT:
+            state = "fresh" if cached.get("mtime") == mtime else "stale"
+            return {
+                "site": site_path,
+                "state": state,
+                "cache": path,
+                "distributions": len(cached.get("dists", ())),
+            }
+    return {"site": site_path, "state": "not built", "cache": None}
+
+
+def build_caches(site_paths: list) -> list:
+    """For ``popcon enable``: build and store the maps of these site directories now."""
+    core = _core()
+    for site_path in site_paths:
+        core._site_map(site_path)
+    return [map_status(p) for p in site_paths]
+
+
+def _core():
+    """The recorder's core, whose cache layout this module's status functions read."""
+    name = "popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"
+    __import__(name)
+    return sys.modules[name]

@@ -1,0 +1,286 @@
+"""The recorder's rarely needed parts, loaded only by a process that needs one of them.
+
+statsd lines, signed datagrams, the hourly inventory, host-name resolution, ``popcon preview``
+and ``POPCON_DEBUG`` output, files written atomically, the IPython hook, and the standard
+library's names on Python 3.9. Every process that imports a library loads the core
+(``core.py``); keeping these out of it keeps that load short. ``popcon enable`` copies this
+file into site-packages as ``_popcon_recorder_rare.py``. Standard library only.
+"""
+
+import os
+import sys
+
+_core = sys.modules["popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"]
+
+_MAX_INVENTORY_PARTS = 64
+_MAX_LABELS = 8
+_RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
+
+
+def standard_library_names_before_3_10() -> frozenset:
+    """What lives in the standard library's directories, the built-in and frozen modules
+    (``sys.stdlib_module_names`` exists from Python 3.10)."""
+    found = set(sys.builtin_module_names) | {"_frozen_importlib", "_frozen_importlib_external"}
+    stdlib = os.path.dirname(os.__file__)
+    for directory in (stdlib, os.path.join(stdlib, "lib-dynload")):
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry != "site-packages":
+                found.add(entry.split(".", 1)[0])
+    return frozenset(found)
+
+
+def write_atomically(path: str, data: bytes) -> bool:
+    directory = os.path.dirname(path)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+        return True
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        return False
+
+
+# --------------------------------------------------------------------------- labels
+
+
+_LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_LABEL_VALUE_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@+-"
+)
+
+
+def parse_labels(text: str) -> tuple:
+    """``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most 8 are kept (only
+    a process whose ``POPCON_LABELS`` is set needs this)."""
+    valid: list = []
+    rejected: list = []
+    seen = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, separator, value = item.partition("=")
+        key = key.strip()
+        value = value.strip()
+        if (
+            separator
+            and 0 < len(key) <= 32
+            and key[0] not in "0123456789"
+            and set(key) <= _LABEL_KEY_CHARS
+            and 0 < len(value) <= 64
+            and set(value) <= _LABEL_VALUE_CHARS
+            and key not in seen
+            and len(valid) < _MAX_LABELS
+        ):
+            seen.add(key)
+            valid.append((key, value))
+        else:
+            rejected.append(item)
+    return valid, rejected
+
+
+# --------------------------------------------------------------------------- statsd and signing
+
+
+def statsd_datagrams(records: list, first: bool) -> list:
+    """The lines popularity-contest sends: one per library, and one per report."""
+    prefix = _statsd_prefix(os.environ.get("POPCON_STATSD_PREFIX", ""))
+    lines = []
+    for record in records:
+        fields = record.split(" ")
+        if fields[3] != "upgrade":
+            lines.append(f"{prefix}.library_used.{fields[1]}:1|c")
+    if first:
+        lines.append(f"{prefix}.reports:1|c")
+    return [chunk.encode("utf-8") for chunk in _core._chunks(lines, _core._MAX_DATAGRAM)]
+
+
+def _statsd_prefix(text: str) -> str:
+    prefix = text.strip().strip(".")
+    if prefix and all(c.isalnum() or c in "_.-" for c in prefix) and len(prefix) <= 100:
+        return prefix
+    return "python_popcon"
+
+
+def sign(key: bytes, payload: bytes) -> bytes:
+    import hashlib
+    import hmac
+
+    digest = hmac.new(key, payload, hashlib.sha256).hexdigest()[:32]
+    return payload + b"sig " + digest.encode("ascii") + b"\n"
+
+
+# --------------------------------------------------------------------------- the inventory
+
+
+def send_inventory(config, inventories: list, inventory_id: str, stamp: str) -> None:
+    """Send the environment's installed distributions, and stamp when (see
+    ``_send_inventory_if_due`` in the core, which decided it is due)."""
+    if not write_atomically(stamp, b""):
+        return  # nowhere to remember it: better never than every process
+    _remove_other_stamps(stamp)
+    entries = sorted({pair for _id, dists in inventories for pair in dists})
+    lines = [f"dist {name} {version}" for name, version in entries]
+    base = f"popcon/1 inv {inventory_id} %d %d\n"
+    header_size = len(config.header.encode("utf-8"))
+    chunks = _core._chunks(lines, _core._MAX_DATAGRAM - header_size - 64 - len(base))
+    if len(chunks) > _MAX_INVENTORY_PARTS:
+        return  # cannot be said in one inventory: documented limit
+    total = len(chunks)
+    _core._emit(
+        config,
+        [
+            _core._sign(config, ((base % (part, total)) + config.header + chunk).encode("utf-8"))
+            for part, chunk in enumerate(chunks, 1)
+        ],
+    )
+
+
+def _remove_other_stamps(stamp: str) -> None:
+    """Stamps of earlier inventories of the same environment and collector are done with."""
+    directory, name = os.path.split(stamp)
+    prefix = name.rsplit("-", 1)[0] + "-"
+    try:
+        for other in os.listdir(directory):
+            if other.startswith(prefix) and other != name:
+                os.unlink(os.path.join(directory, other))
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- output not sent
+
+
+def show(config, datagrams: list) -> None:
+    """``popcon preview`` collects the datagrams in a file; ``POPCON_DEBUG`` prints them."""
+    if config.preview:
+        _write_preview(config.preview, datagrams)
+        return
+    for datagram in datagrams:
+        sys.stderr.write(
+            f"popcon: {len(datagram)} bytes to {config.mode}://{config.host}:{config.port}\n"
+            + datagram.decode("utf-8", "replace")
+        )
+
+
+def _write_preview(path: str, datagrams: list) -> None:
+    """Append each datagram, length-prefixed, to the file; O_APPEND keeps the writes of
+    several processes whole."""
+    data = b"".join(b"%d\n%s" % (len(d), d) for d in datagrams)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+
+
+# --------------------------------------------------------------------------- host names
+
+
+def resolve(config) -> None:
+    """The collector is named by a host name: use the address cached on disk by an earlier
+    process, else look it up in a short-lived thread, never on the import path."""
+    config.address = _cached_address(config.host, config.port)
+    if config.address is not None:
+        queued = config.queue[:]
+        del config.queue[:]
+        _core._send(config, queued)
+        return
+    import _thread
+
+    config.resolving = True
+    _thread.start_new_thread(_resolve_in_background, (config,))
+
+
+def _resolve_in_background(config) -> None:
+    try:
+        import _socket
+
+        infos = _socket.getaddrinfo(config.host, config.port, 0, _socket.SOCK_DGRAM)
+        config.address = infos[0][4][:2] if infos else None
+    except Exception:
+        config.address = None
+    try:
+        if config.address is not None:
+            _store_address(config.host, config.address[0])
+            queued = config.queue[:]
+            del config.queue[:]
+            _core._send(config, queued)
+        else:
+            config.mode = None  # unresolvable: stay silent for the rest of the process
+            del config.queue[:]
+    except Exception:
+        pass
+    config.resolving = False
+
+
+def _address_file(host: str) -> "str | None":
+    cache = _core._cache_directory()
+    return os.path.join(cache, f"address-{_core._path_key(host)}") if cache else None
+
+
+def _cached_address(host: str, port: int) -> "tuple | None":
+    path = _address_file(host)
+    if path is None:
+        return None
+    import time
+
+    try:
+        if time.time() - os.stat(path).st_mtime > _RESOLVE_TTL:
+            return None
+        with open(path, encoding="ascii") as stream:
+            address = stream.read().strip()
+    except (OSError, ValueError):
+        return None
+    return (address, port) if address and _core._is_address(address) else None
+
+
+def _store_address(host: str, address: str) -> None:
+    path = _address_file(host)
+    if path is not None:
+        write_atomically(path, address.encode("ascii"))
+
+
+def await_resolution(config) -> None:
+    """At exit, give a look-up under way a moment (bounded) to deliver what is queued."""
+    import time
+
+    deadline = time.monotonic() + 0.2
+    while config.resolving and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- IPython
+
+
+def hook_ipython() -> bool:
+    """After each notebook cell, look for upgrades; True once registered (or impossible)."""
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
+    if shell is None:
+        return False
+    try:
+        shell.events.register("post_execute", _after_cell)
+    except Exception:
+        pass
+    return True
+
+
+def _after_cell() -> None:
+    try:
+        with _core._lock:
+            _core._scan_user_namespaces()
+            _core._flush()
+    except Exception:
+        pass

@@ -1,0 +1,345 @@
+"""The UDP receive loop: one thread, plain blocking ``recv`` (not asyncio, which caps near
+20-25k datagrams/s here), decode, aggregate, count, hand jobs to the writer.
+
+Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed by the
+datagram's bytes (identical datagrams within an interval are counted, not decoded again),
+else decode (line caches make repeated lines cheap). Every ``handoff_interval`` seconds (and at
+each bucket edge) the interval's reports are counted into the pending rows
+(:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps); at most every ``commit_interval`` the
+pending rows go to the :class:`~popcon.server.storage.store.Writer` as one job. All this Python work
+stays on this thread; the writer thread only runs SQL, which releases the GIL, so the two never
+convoy on it. The socket has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop still
+hands over and notices ``stop()`` without a ``poll`` before every ``recv``.
+
+Public API (stable): :class:`Receiver` (``start()``, ``address``, ``stop()``, ``results``),
+:class:`Collector` (a writer and a receiver started and stopped together),
+:func:`parse_address`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from typing import Callable, Union
+
+from popcon.protocol.decode import MAX_DATAGRAM, Decoder, InventoryPart, make_decoder
+from popcon.server.receive.ingest import aggregate, merge_pending
+from popcon.server.storage.store import StoreSettings, Writer
+
+log = logging.getLogger("popcon.server.receive.receiver")
+
+#: Inventory parts kept per batch; more in one interval are counted as ``overload``.
+MAX_INVENTORY_PARTS_PER_BATCH = 10_000
+#: Distinct datagrams looked at before deciding whether counting repeats by bytes pays off.
+DEDUPE_PROBE = 2048
+#: Asked of the kernel; Linux caps it at ``net.core.rmem_max`` (4 MiB here).
+RECEIVE_BUFFER = 8 << 20
+_IDLE_TIMEOUT = 0.2
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """``"127.0.0.1:8137"``, ``"[::1]:8137"``, ``"0.0.0.0"`` → (host, port); ValueError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected a port 0-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def _bind(address: tuple[str, int], receive_buffer: int) -> socket.socket:
+    host, port = address
+    family, kind, proto, _name, sockaddr = socket.getaddrinfo(
+        host, port, 0, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        except OSError:  # pragma: no cover - some systems refuse large buffers
+            pass
+        sock.bind(sockaddr)
+        try:
+            seconds = int(_IDLE_TIMEOUT)
+            micros = int((_IDLE_TIMEOUT - seconds) * 1e6)
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micros)
+            )
+        except (OSError, AttributeError, struct.error):  # pragma: no cover - not Linux/macOS
+            sock.settimeout(_IDLE_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Receiver:
+    """Receives on ``address`` and feeds ``writer`` (started first); ``results`` counts
+    datagrams since start as the decoder judged them (the caps' reasons are in the database)."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        address: tuple[str, int] = ("127.0.0.1", 8137),
+        *,
+        decoder: Decoder | None = None,
+        handoff_interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        receive_buffer: int = RECEIVE_BUFFER,
+    ) -> None:
+        self.writer = writer
+        self.requested_address = address
+        self.decode = decoder or make_decoder()
+        self.handoff_interval = handoff_interval
+        self.clock = clock
+        self.receive_buffer = receive_buffer
+        self.results: Counter = Counter()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._hurry = threading.Event()
+        self._handed = threading.Event()
+        self._last_submit = 0.0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port), e.g. the real port after binding port 0."""
+        if self._sock is None:
+            raise RuntimeError("the receiver is not started")
+        name = self._sock.getsockname()
+        return name[0], name[1]
+
+    def start(self) -> None:
+        """Bind (raises ``OSError`` when the address is taken or invalid) and start."""
+        self._sock = _bind(self.requested_address, self.receive_buffer)
+        self.ingestor = self.writer.make_ingestor()
+        self._stopping = False
+        self._last_submit = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="popcon-receiver", daemon=True)
+        self._thread.start()
+
+    def hand_over(self, timeout: float = 5.0) -> bool:
+        """Ask the loop to hand everything received so far to the writer now; wait for it."""
+        self._handed.clear()
+        self._hurry.set()
+        return self._handed.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop receiving and hand the last job to the writer."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._thread.join(timeout)
+        self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+        job = self.ingestor.take_job()
+        while self.writer.returned:
+            returned = self.writer.returned.popleft()
+            if job is None:
+                job = returned
+            else:
+                merge_pending(returned, job)
+                job = returned
+        if job is not None and not self.writer.submit(job, timeout=timeout):
+            log.error("writer queue full at stop: %d rows not written", job.size())
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._receive()
+            except Exception:  # a bug must not end receiving; the interval in hand is lost
+                log.exception("receive loop failed; restarting it")
+                time.sleep(0.1)
+
+    def _handoff(
+        self,
+        uses: Counter,
+        inventories: list[InventoryPart],
+        results: Counter,
+        now: float,
+        drained: bool,
+    ) -> None:
+        """Count the interval's datagrams; submit a job when due. ``drained``: the socket was
+        found empty, so a requested hand-over (:meth:`hand_over`) is complete."""
+        self.results.update(results)
+        ingestor = self.ingestor
+        writer = self.writer
+        while writer.returned:
+            ingestor.give_back(writer.returned.popleft())
+        if uses or inventories or results:
+            ingestor.add(uses, inventories, results, now)
+        tick = time.monotonic()
+        hurry = drained and self._hurry.is_set()
+        if (hurry or tick - self._last_submit >= writer.settings.commit_interval) and (
+            writer.can_submit()
+        ):
+            job = ingestor.take_job()
+            if job is not None:
+                writer.submit(job)
+            self._last_submit = tick
+            if hurry:
+                self._hurry.clear()
+                self._handed.set()
+
+    def _receive(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        recv = sock.recv
+        decode = self.decode
+        clock = self.clock
+        width = self.writer.bucket_width
+        interval = self.handoff_interval
+        size = MAX_DATAGRAM + 1
+        str_class = str
+        inventory_class = InventoryPart
+        hurry = self._hurry
+        carry: bytes | None = None  # received after an interval's end: the next one's
+        while True:
+            # One interval, within one bucket: identical datagrams are counted by their bytes
+            # and decoded once (bytes cache their hash, so a repeat costs one dict lookup);
+            # when they hardly repeat, the rest of the interval skips that step.
+            seen: dict[bytes, list] = {}
+            seen_get = seen.get
+            direct: dict[tuple, int] = {}
+            direct_get = direct.get
+            dedupe = True
+            hits = misses = 0
+            results: Counter = Counter()
+            inventories: list[InventoryPart] = []
+            now = clock()
+            bucket = int(now) - int(now) % width
+            deadline = min(now + interval, bucket + width)
+            drained = False
+            while True:
+                if carry is not None:
+                    data, carry = carry, None
+                else:
+                    try:
+                        data = recv(size)
+                    except (BlockingIOError, socket.timeout):
+                        if self._stopping or hurry.is_set() or clock() >= deadline:
+                            drained = True
+                            break
+                        continue
+                    except OSError as error:  # never fatal
+                        if self._stopping:
+                            break
+                        log.debug("recv failed: %s", error)
+                        continue
+                    if clock() >= deadline:
+                        carry = data
+                        break
+                if dedupe:
+                    entry = seen_get(data)
+                    if entry is not None:
+                        entry[1] += 1
+                        hits += 1
+                        continue
+                    misses += 1
+                    if misses == DEDUPE_PROBE and hits < DEDUPE_PROBE // 4:
+                        dedupe = False
+                decoded = decode(data)
+                cls = decoded.__class__
+                if cls is str_class:
+                    results[decoded] += 1
+                elif cls is inventory_class:
+                    if len(inventories) < MAX_INVENTORY_PARTS_PER_BATCH:
+                        inventories.append(decoded)  # type: ignore[arg-type]
+                        results["ok"] += 1
+                    else:
+                        results["overload"] += 1
+                elif dedupe:
+                    seen[data] = [decoded, 1]
+                else:
+                    key = (bucket, decoded)
+                    direct[key] = direct_get(key, 0) + 1
+            uses: Counter = Counter(direct)
+            ok = sum(direct.values())
+            for report, count in seen.values():
+                uses[(bucket, report)] += count
+                ok += count
+            if ok:
+                results["ok"] += ok
+            self._handoff(uses, inventories, results, clock(), drained)
+            if self._stopping:
+                if carry is not None:
+                    now = clock()
+                    last = aggregate([carry], decode, int(now) - int(now) % width)
+                    self._handoff(*last, now, True)
+                return
+
+
+class Collector:
+    """A :class:`Writer` and a :class:`Receiver` on one database, started and stopped together.
+
+    ``Collector(db_path, ("127.0.0.1", 8137), settings, key=b"...")``; ``start()`` raises if
+    the database or the address cannot be used; ``stop()`` receives no more, writes what is
+    pending, closes.
+    """
+
+    def __init__(
+        self,
+        db_path: Union[str, os.PathLike[str]],
+        address: tuple[str, int] = ("127.0.0.1", 8137),
+        settings: StoreSettings | None = None,
+        *,
+        key: bytes | str | None = None,
+        statsd_prefix: str = "python_popcon",
+        statsd_env: str = "statsd",
+        clock: Callable[[], float] = time.time,
+        handoff_interval: float = 0.5,
+    ) -> None:
+        self.writer = Writer(db_path, settings, clock=clock)
+        self.receiver = Receiver(
+            self.writer,
+            address,
+            decoder=make_decoder(key or None, statsd_prefix, statsd_env),
+            clock=clock,
+            handoff_interval=handoff_interval,
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.receiver.address
+
+    def start(self) -> None:
+        self.writer.start()
+        try:
+            self.receiver.start()
+        except BaseException:
+            self.writer.stop()
+            raise
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until what was received so far is committed; False on timeout (e.g. while the
+        database is locked)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            if self.receiver.hand_over(remaining) and self.writer.flush(
+                max(0.0, deadline - time.monotonic())
+            ):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.receiver.stop()
+        self.writer.stop(timeout)

@@ -1,0 +1,389 @@
+"""The writer's SQL: flush pending rows, roll closed buckets up, sweep old ones.
+
+Live data goes to tier 0 only (``usage_by_source``, ``edges``, ``reports``), which keeps a
+flush cheap. When a tier-0 bucket has closed (plus a grace period), :func:`roll_up` adds it,
+in SQL, to ``usage_by_library`` and to every coarser tier, and to the totals, then advances
+``meta.rolled_until`` in the same transaction, so a crash can neither lose nor double a
+bucket. Readers add the tier-0 buckets at or after ``rolled_until`` ("live" buckets) to what
+coarser tiers and totals hold. Rows that arrive for a bucket already rolled up ("late": the
+database was unavailable longer than the grace period) are written to tier 0 and, through
+temporary tables and the same SQL, to everything derived from it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from popcon.server.receive.ingest import Catalog, Pending
+
+if TYPE_CHECKING:  # pragma: no cover
+    from popcon.server.storage.store import Tier
+
+_SUMS = "SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
+_ADD_LEVELS = (
+    "direct = direct + excluded.direct, transitive = transitive + excluded.transitive, "
+    "upgrade = upgrade + excluded.upgrade, unknown = unknown + excluded.unknown"
+)
+_UPSERT_USAGE = (
+    "INSERT INTO {table} VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tier, source_id, bucket, lib_id, origin, version) DO UPDATE SET " + _ADD_LEVELS
+)
+_UPSERT_EDGES = (
+    "INSERT INTO {table} VALUES (0, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tier, lib_id, bucket, env_id, importer_id) "
+    "DO UPDATE SET count = count + excluded.count"
+)
+_UPSERT_REPORTS = (
+    "INSERT INTO {table} VALUES (0, ?, ?, ?) "
+    "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count"
+)
+
+TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS late_usage (
+    tier INTEGER, source_id INTEGER, bucket INTEGER, lib_id INTEGER, origin INTEGER,
+    version TEXT, direct INTEGER, transitive INTEGER, upgrade INTEGER, unknown INTEGER,
+    PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version));
+CREATE TEMP TABLE IF NOT EXISTS late_edges (
+    tier INTEGER, lib_id INTEGER, bucket INTEGER, env_id INTEGER, importer_id INTEGER,
+    count INTEGER, PRIMARY KEY (tier, lib_id, bucket, env_id, importer_id));
+CREATE TEMP TABLE IF NOT EXISTS late_reports (
+    tier INTEGER, source_id INTEGER, bucket INTEGER, count INTEGER,
+    PRIMARY KEY (tier, source_id, bucket));
+"""
+
+
+def read_rolled_until(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'rolled_until'").fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def _write_catalog(conn: sqlite3.Connection, job: Pending) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO envs (id, name, first_seen, last_seen, py) VALUES (?, ?, ?, ?, '')",
+        [
+            (env_id, name, job.env_first.get(env_id, 0), job.env_seen.get(env_id, (0, ""))[0])
+            for env_id, name in job.new_envs
+        ],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO sources (id, env_id, labels, last_seen) VALUES (?, ?, ?, ?)",
+        [
+            (source_id, env_id, labels, job.source_seen.get(source_id, 0))
+            for source_id, env_id, labels in job.new_sources
+        ],
+    )
+    conn.executemany("INSERT OR IGNORE INTO libs (id, name) VALUES (?, ?)", job.new_libs)
+    conn.executemany(
+        "UPDATE envs SET py = CASE WHEN ? != '' AND ? >= last_seen THEN ? ELSE py END, "
+        "last_seen = max(last_seen, ?), first_seen = min(first_seen, ?) WHERE id = ?",
+        [
+            (py, seen, py, seen, job.env_first.get(env_id, seen), env_id)
+            for env_id, (seen, py) in job.env_seen.items()
+        ],
+    )
+    conn.executemany(
+        "UPDATE sources SET last_seen = max(last_seen, ?) WHERE id = ?",
+        [(seen, source_id) for source_id, seen in job.source_seen.items()],
+    )
+
+
+def _json_columns(count: int, groups: Sequence[int]) -> str:
+    """``json_extract(value, '$[0][0]'), …`` for rows ``[[k0, k1, …], [v0, …]]``."""
+    del count
+    return ", ".join(
+        f"json_extract(value, '$[{group}][{i}]')"
+        for group, width in enumerate(groups)
+        for i in range(width)
+    )
+
+
+#: The same upserts fed by one JSON array (one ``sqlite3_step``, the GIL released throughout,
+#: instead of one GIL hand-over per row with ``executemany``).
+_JSON_USAGE = (
+    "INSERT INTO usage_by_source SELECT 0, "
+    + _json_columns(9, (5, 4))
+    + " FROM json_each(?) WHERE true "
+    "ON CONFLICT (tier, source_id, bucket, lib_id, origin, version) DO UPDATE SET " + _ADD_LEVELS
+)
+_JSON_EDGES = (
+    "INSERT INTO edges SELECT 0, "
+    + _json_columns(5, (4,))
+    + ", json_extract(value, '$[1]') FROM json_each(?) WHERE true "
+    "ON CONFLICT (tier, lib_id, bucket, env_id, importer_id) "
+    "DO UPDATE SET count = count + excluded.count"
+)
+_JSON_REPORTS = (
+    "INSERT INTO reports SELECT 0, "
+    + _json_columns(3, (2,))
+    + ", json_extract(value, '$[1]') FROM json_each(?) WHERE true "
+    "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count"
+)
+
+
+def has_json(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has the JSON functions (built in since 3.38, usual before)."""
+    try:
+        conn.execute("SELECT json_extract('[1]', '$[0]'), (SELECT 1 FROM json_each('[]'))")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def _write_tier0(
+    conn: sqlite3.Connection, job: Pending, rolled_until: int, use_json: bool = True
+) -> bool:
+    """Tier-0 rows; rows of buckets already rolled up also go to the temporary ``late_*``
+    tables (emptied first). Returns whether there were any such late rows."""
+    if use_json:
+        if job.usage:
+            conn.execute(_JSON_USAGE, (json.dumps(list(job.usage.items())),))
+        if job.edges:
+            conn.execute(_JSON_EDGES, (json.dumps(list(job.edges.items())),))
+        if job.reports:
+            conn.execute(_JSON_REPORTS, (json.dumps(list(job.reports.items())),))
+    else:
+        conn.executemany(
+            _UPSERT_USAGE.format(table="usage_by_source"),
+            [(*key, *counts) for key, counts in job.usage.items()],
+        )
+        conn.executemany(
+            _UPSERT_EDGES.format(table="edges"), [(*k, n) for k, n in job.edges.items()]
+        )
+        conn.executemany(
+            _UPSERT_REPORTS.format(table="reports"), [(*k, n) for k, n in job.reports.items()]
+        )
+    late_usage = [(*k, *v) for k, v in job.usage.items() if k[1] < rolled_until]
+    late_edges = [(*k, n) for k, n in job.edges.items() if k[1] < rolled_until]
+    late_reports = [(*k, n) for k, n in job.reports.items() if k[1] < rolled_until]
+    if not (late_usage or late_edges or late_reports):
+        return False
+    for table in ("late_usage", "late_edges", "late_reports"):
+        conn.execute(f"DELETE FROM {table}")
+    conn.executemany(_UPSERT_USAGE.format(table="late_usage"), late_usage)
+    conn.executemany(_UPSERT_EDGES.format(table="late_edges"), late_edges)
+    conn.executemany(_UPSERT_REPORTS.format(table="late_reports"), late_reports)
+    return True
+
+
+def _write_inventories(conn: sqlite3.Connection, job: Pending) -> None:
+    for env_id, (inventory_id, bucket, inventory) in job.inventories.items():
+        conn.execute("DELETE FROM inventory WHERE env_id = ?", (env_id,))
+        conn.executemany(
+            "INSERT INTO inventory VALUES (?, ?, ?)",
+            [(env_id, name, version) for name, version in inventory.items()],
+        )
+        conn.execute(
+            "UPDATE envs SET inventory_id = ?, inventory_at = ? WHERE id = ?",
+            (inventory_id, bucket, env_id),
+        )
+
+
+def _derive(
+    conn: sqlite3.Connection,
+    tiers: Sequence[Tier],
+    low: int,
+    high: int,
+    usage: str = "usage_by_source",
+    edges: str = "edges",
+    reports: str = "reports",
+) -> None:
+    """Add tier-0 rows of buckets ``[low, high)`` (from the given tables) to
+    ``usage_by_library``, every coarser tier and the totals."""
+    range_args = (low, high)
+    sources = "AND source_id IN (SELECT id FROM sources)" if usage == "usage_by_source" else ""
+    libs = "AND lib_id IN (SELECT id FROM libs)" if edges == "edges" else ""
+    where = f"WHERE tier = 0 {sources} AND bucket >= ? AND bucket < ?"
+    u_sources = "AND u." + sources[4:] if sources else ""
+    r_sources = "AND r." + sources[4:] if sources else ""
+    for index, tier in enumerate(tiers):
+        width = tier.width
+        start = f"bucket - bucket % {int(width)}"
+        conn.execute(
+            f"INSERT INTO usage_by_library SELECT {index}, {start}, lib_id, origin, {_SUMS} "
+            f"FROM {usage} {where} GROUP BY 2, lib_id, origin "
+            f"ON CONFLICT (tier, bucket, lib_id, origin) DO UPDATE SET {_ADD_LEVELS}",
+            range_args,
+        )
+        if index == 0:
+            continue
+        conn.execute(
+            f"INSERT INTO usage_by_source SELECT {index}, source_id, {start}, lib_id, origin, "
+            f"version, {_SUMS} FROM {usage} {where} "
+            "GROUP BY source_id, 3, lib_id, origin, version "
+            "ON CONFLICT (tier, source_id, bucket, lib_id, origin, version) "
+            f"DO UPDATE SET {_ADD_LEVELS}",
+            range_args,
+        )
+        conn.execute(
+            f"INSERT INTO edges SELECT {index}, lib_id, {start}, env_id, importer_id, SUM(count) "
+            f"FROM {edges} WHERE tier = 0 {libs} AND bucket >= ? AND bucket < ? "
+            "GROUP BY lib_id, 3, env_id, importer_id "
+            "ON CONFLICT (tier, lib_id, bucket, env_id, importer_id) "
+            "DO UPDATE SET count = count + excluded.count",
+            range_args,
+        )
+        conn.execute(
+            f"INSERT INTO reports SELECT {index}, source_id, {start}, SUM(count) "
+            f"FROM {reports} {where} GROUP BY source_id, 3 "
+            "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count",
+            range_args,
+        )
+    for level, column in enumerate(("direct", "transitive", "upgrade", "unknown")):
+        conn.execute(
+            f"INSERT INTO total_usage SELECT s.env_id, u.lib_id, {level}, SUM(u.{column}), "
+            f"MAX(u.bucket) FROM {usage} u JOIN sources s ON s.id = u.source_id "
+            f"WHERE u.tier = 0 {u_sources} AND u.bucket >= ? AND u.bucket < ? AND u."
+            f"{column} > 0 GROUP BY s.env_id, u.lib_id "
+            "ON CONFLICT (env_id, lib_id, level) DO UPDATE SET count = count + excluded.count, "
+            "last_seen = max(last_seen, excluded.last_seen)",
+            range_args,
+        )
+    conn.execute(
+        "INSERT INTO total_versions SELECT s.env_id, u.lib_id, u.version, "
+        f"SUM(u.direct + u.transitive + u.unknown), MAX(u.bucket) FROM {usage} u "
+        f"JOIN sources s ON s.id = u.source_id WHERE u.tier = 0 {u_sources} AND u.bucket >= ? "
+        "AND u.bucket < ? AND u.direct + u.transitive + u.unknown > 0 "
+        "GROUP BY s.env_id, u.lib_id, u.version "
+        "ON CONFLICT (env_id, lib_id, version) DO UPDATE SET count = count + excluded.count, "
+        "last_seen = max(last_seen, excluded.last_seen)",
+        range_args,
+    )
+    conn.execute(
+        "INSERT INTO total_reports SELECT s.env_id, SUM(r.count), MAX(r.bucket) "
+        f"FROM {reports} r JOIN sources s ON s.id = r.source_id "
+        f"WHERE r.tier = 0 {r_sources} AND r.bucket >= ? AND r.bucket < ? GROUP BY s.env_id "
+        "ON CONFLICT (env_id) DO UPDATE SET count = count + excluded.count, "
+        "last_seen = max(last_seen, excluded.last_seen)",
+        range_args,
+    )
+
+
+def write_job(
+    conn: sqlite3.Connection,
+    job: Pending,
+    tiers: Sequence[Tier],
+    rolled_until: int,
+    *,
+    use_json: bool = True,
+) -> None:
+    """Write one job in one transaction; on any error roll back and re-raise (the caller
+    gives the job back, to be merged into the next one)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _write_catalog(conn, job)
+        if _write_tier0(conn, job, rolled_until, use_json):
+            _derive(conn, tiers, 0, rolled_until, "late_usage", "late_edges", "late_reports")
+        _write_inventories(conn, job)
+        conn.executemany(
+            "INSERT INTO datagram_results VALUES (?, ?) ON CONFLICT (reason) "
+            "DO UPDATE SET count = count + excluded.count",
+            [(reason, count) for reason, count in job.results.items() if count],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def roll_up(conn: sqlite3.Connection, tiers: Sequence[Tier], low: int, high: int) -> None:
+    """Derive everything from the tier-0 buckets ``[low, high)`` and set ``rolled_until``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _derive(conn, tiers, low, high)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('rolled_until', ?)", (str(high),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def sweep(
+    conn: sqlite3.Connection, tiers: Sequence[Tier], now: float, *, forget_names: bool = False
+) -> None:
+    """Delete what is older than each tier keeps, and totals not seen within the retention
+    (the keep of the coarsest tier). With ``forget_names`` (only when no receiver holds ids:
+    at start), also environments, label sets and library names not seen within it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cutoff = 0
+        rolled_until = read_rolled_until(conn) or 0
+        for index, tier in enumerate(tiers):
+            cutoff = int(now) - tier.keep
+            cutoff -= cutoff % tier.width
+            # Tier-0 rows not rolled up yet are the only copy of their counts: never delete.
+            args = (index, min(cutoff, rolled_until) if index == 0 else cutoff)
+            for table in ("usage_by_source", "reports"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE tier = ? AND source_id IN "
+                    "(SELECT id FROM sources) AND bucket < ?",
+                    args,
+                )
+            conn.execute(
+                "DELETE FROM edges WHERE tier = ? AND lib_id IN (SELECT id FROM libs) "
+                "AND bucket < ?",
+                args,
+            )
+            conn.execute(
+                "DELETE FROM usage_by_library WHERE tier = ? AND lib_id IN "
+                "(SELECT id FROM libs) AND bucket < ?",
+                args,
+            )
+        for table in ("total_usage", "total_versions", "total_reports"):
+            conn.execute(f"DELETE FROM {table} WHERE last_seen < ?", (cutoff,))
+        if forget_names:
+            old_envs = [
+                (row[0],)
+                for row in conn.execute("SELECT id FROM envs WHERE last_seen < ?", (cutoff,))
+            ]
+            for table, column in (("inventory", "env_id"), ("sources", "env_id"), ("envs", "id")):
+                conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", old_envs)
+            # A label set's rows are all older than its last_seen, so none is left.
+            conn.execute("DELETE FROM sources WHERE last_seen < ?", (cutoff,))
+            conn.execute(
+                "DELETE FROM libs WHERE id NOT IN (SELECT lib_id FROM total_usage) "
+                "AND id NOT IN (SELECT importer_id FROM edges) AND id NOT IN "
+                "(SELECT lib_id FROM usage_by_source WHERE tier = 0 "
+                "AND source_id IN (SELECT id FROM sources) AND bucket >= ?)",
+                (rolled_until,),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def load_catalog(conn: sqlite3.Connection) -> Catalog:
+    """Ids and admitted names from the database, so caps hold across restarts."""
+    catalog = Catalog()
+    for env_id, name in conn.execute("SELECT id, name FROM envs"):
+        catalog.envs[name] = env_id
+        catalog.label_sets[env_id] = 0
+        catalog.env_libs[env_id] = set()
+    for source_id, env_id, labels in conn.execute("SELECT id, env_id, labels FROM sources"):
+        catalog.sources[(env_id, labels)] = source_id
+        catalog.label_sets[env_id] += 1
+    catalog.libs.update(
+        (name, lib_id) for lib_id, name in conn.execute("SELECT id, name FROM libs")
+    )
+    for env_id, lib_id in conn.execute(
+        "SELECT DISTINCT env_id, lib_id FROM total_usage "
+        "UNION SELECT DISTINCT env_id, importer_id FROM edges "
+        "UNION SELECT DISTINCT s.env_id, u.lib_id FROM usage_by_source u "
+        "JOIN sources s ON s.id = u.source_id WHERE u.tier = 0 AND u.bucket >= "
+        "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rolled_until'), 0)"
+    ):
+        catalog.env_libs[env_id].add(lib_id)
+    for table, attribute in (
+        ("envs", "next_env"),
+        ("sources", "next_source"),
+        ("libs", "next_lib"),
+    ):
+        (top,) = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
+        setattr(catalog, attribute, top + 1)
+    return catalog

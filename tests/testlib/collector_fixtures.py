@@ -1,0 +1,109 @@
+"""Fixtures of the collector tests (tests/server/). Shared file: append, do not rewrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# -- application layer: HTTP API, CLI, metrics, popcon serve (helpers in apptestlib.py) --------
+
+
+@pytest.fixture(scope="session")
+def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database holding ``apptestlib.sample_datagrams()``, stored at ``apptestlib.NOW``."""
+    from apptestlib import sample_datagrams, store_datagrams
+
+    path = tmp_path_factory.mktemp("sample") / "popcon.sqlite"
+    store_datagrams(path, sample_datagrams())
+    return path
+
+
+@pytest.fixture
+def make_ctx():
+    """``make_ctx(db, min_count=3, api_auth=None, metrics_auth=None)`` → a ServerContext whose
+    clock stands at ``apptestlib.NOW``; readers are closed after the test."""
+    from apptestlib import NOW
+
+    from popcon.server.web.api import Reader, ServerContext
+    from popcon.server.web.auth import OpenAuth
+    from popcon.server.web.metrics import make_registry
+
+    readers = []
+
+    def make(db: Path, min_count: int = 3, api_auth=None, metrics_auth=None) -> ServerContext:
+        reader = Reader(str(db))
+        readers.append(reader)
+        return ServerContext(
+            reader=reader,
+            min_count=min_count,
+            api_auth=api_auth or OpenAuth(),
+            metrics_auth=metrics_auth or OpenAuth(),
+            now=lambda: NOW,
+            registry=make_registry(reader.connection, min_count),
+        )
+
+    yield make
+    for reader in readers:
+        reader.close()
+
+
+@pytest.fixture
+def api(sample_db: Path, make_ctx):
+    """The open API over the sample database, served in-process on 127.0.0.1."""
+    from apptestlib import ApiServer
+
+    with ApiServer(make_ctx(sample_db)) as server:
+        yield server
+
+
+# -- storage layer: decoder, store, receiver, queries (helpers in storetestlib.py) -----------
+
+
+@pytest.fixture
+def fake_clock():
+    """A clock tests move by hand: ``fake_clock()`` is the time, ``fake_clock.advance(s)``
+    moves it (starts at ``storetestlib.T0``, a Monday 00:00 UTC)."""
+    from storetestlib import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+def store_writer(tmp_path: Path, fake_clock):
+    """``store_writer(settings=None, path=None)`` → a started ``Writer`` on a temporary
+    database, on ``fake_clock``; stopped after the test."""
+    from popcon.server.storage.store import Writer
+
+    writers = []
+
+    def make(settings=None, path=None):
+        writer = Writer(path or tmp_path / "popcon.sqlite", settings, clock=fake_clock)
+        writer.start()
+        writers.append(writer)
+        return writer
+
+    yield make
+    for writer in writers:
+        writer.stop()
+
+
+@pytest.fixture
+def live_collector(tmp_path: Path):
+    """``live_collector(settings=None, **kwargs)`` → a started ``Collector`` receiving on
+    127.0.0.1 (a free port) into a temporary database; stopped after the test."""
+    from popcon.server.receive.receiver import Collector
+
+    collectors = []
+
+    def make(settings=None, path=None, **kwargs):
+        collector = Collector(
+            path or tmp_path / "popcon.sqlite", ("127.0.0.1", 0), settings, **kwargs
+        )
+        collector.start()
+        collectors.append(collector)
+        return collector
+
+    yield make
+    for collector in collectors:
+        collector.stop()
