@@ -34,7 +34,7 @@ from workload import environment_names, library_names, zipf_weights
 from popcon.server.query import queries
 from popcon.server.receive.ingest import Catalog, Limits, Pending
 from popcon.server.storage.persist import roll_up, sweep, write_job
-from popcon.server.storage.store import DAY, StoreSettings, connect_writer
+from popcon.server.storage.schema import DAY, StoreSettings, connect_writer
 
 HOUR = 3600
 #: Processes per environment per day, and libraries imported per process.

@@ -44,7 +44,8 @@ from popcon.protocol.decode import (
 from popcon.server.query import queries
 from popcon.server.receive.ingest import aggregate
 from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
-from popcon.server.storage.store import StoreSettings, Writer, connect_writer
+from popcon.server.storage.schema import StoreSettings, connect_writer
+from popcon.server.storage.writer import Writer
 
 KEY = b"fuzz key"
 #: Datagrams the seeded generator adds to each hypothesis example.

@@ -8,7 +8,7 @@ import pytest
 from storetestlib import DAY, HOUR, PANDAS_PROCESS, T0, ingest, inventory_datagrams, use_datagram
 
 from popcon.server.query import queries
-from popcon.server.storage.store import RESULT_REASONS
+from popcon.server.storage.schema import RESULT_REASONS
 
 RESEARCH = [("hub", "research"), ("zone", "eu")]
 TEACHING = [("hub", "teaching")]

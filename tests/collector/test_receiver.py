@@ -16,7 +16,7 @@ from storetestlib import HOUR, PANDAS_PROCESS, FakeClock, inventory_datagrams, s
 
 from popcon.server.query import queries
 from popcon.server.receive.receiver import Collector, parse_address
-from popcon.server.storage.store import integrity_check
+from popcon.server.storage.schema import integrity_check
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,7 +135,7 @@ def test_stop_writes_everything_received(tmp_path: Path) -> None:
 
 def _start_process(db: Path) -> tuple[subprocess.Popen, tuple[str, int]]:
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "collector_process.py"), str(db)],
+        [sys.executable, str(HERE.parent / "testlib" / "collector_process.py"), str(db)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,14 +12,14 @@ from storetestlib import DAY, HOUR, PANDAS_PROCESS, T0, ingest, inventory_datagr
 
 from popcon.server.query import queries
 from popcon.server.storage.persist import read_rolled_until
-from popcon.server.storage.store import (
-    Batch,
+from popcon.server.storage.schema import (
     StoreSettings,
     Tier,
     connect_writer,
     default_tiers,
     integrity_check,
 )
+from popcon.server.storage.writer import Batch
 
 
 def _libraries(writer, start, end, **filters) -> dict:
@@ -262,7 +262,7 @@ def test_a_locked_database_is_retried_and_nothing_is_lost_or_doubled(
     collector = live_collector(StoreSettings(busy_timeout=0.1))
     blocker = sqlite3.connect(collector.writer.path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
-    caplog.set_level(logging.WARNING, logger="popcon.server.storage.store")
+    caplog.set_level(logging.WARNING, logger="popcon.server.storage.writer")
     try:
         send(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(7)])
         deadline = time.monotonic() + 10

@@ -17,7 +17,7 @@ from apptestlib import (
 )
 
 from popcon.server.query.queries import connect_readonly, libraries
-from popcon.server.storage.store import integrity_check
+from popcon.server.storage.schema import integrity_check
 
 pytestmark = pytest.mark.slow
 

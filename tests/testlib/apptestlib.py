@@ -87,7 +87,7 @@ def store_datagrams(db: Path, timed: Sequence[tuple], *, clock: float = NOW) -> 
     """Store ``(arrival time, datagram)`` pairs through the real decoder and writer, at the
     arrival times given (no UDP: the receiver would stamp them with the present)."""
     from popcon.protocol.decode import make_decoder
-    from popcon.server.storage.store import Batch, Writer
+    from popcon.server.storage.writer import Batch, Writer
 
     writer = Writer(db, clock=lambda: clock)
     writer.start()

@@ -73,7 +73,7 @@ def fake_clock():
 def store_writer(tmp_path: Path, fake_clock):
     """``store_writer(settings=None, path=None)`` → a started ``Writer`` on a temporary
     database, on ``fake_clock``; stopped after the test."""
-    from popcon.server.storage.store import Writer
+    from popcon.server.storage.writer import Writer
 
     writers = []
 

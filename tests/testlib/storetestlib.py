@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from popcon.protocol.decode import make_decoder, sign
 from popcon.server.receive.ingest import aggregate
-from popcon.server.storage.store import Writer
+from popcon.server.storage.writer import Writer
 
 #: Monday 2026-11-02 00:00:00 UTC.
 T0 = 1_793_577_600

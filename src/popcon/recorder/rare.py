@@ -10,7 +10,9 @@ file into site-packages as ``_popcon_recorder_rare.py``. Standard library only.
 import os
 import sys
 
-_core = sys.modules["popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"]
+_core = sys.modules[
+    "popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"
+]
 
 _MAX_INVENTORY_PARTS = 64
 _MAX_LABELS = 8

@@ -2,7 +2,8 @@
 
 - :mod:`popcon.protocol.decode`: datagram → typed record or rejection reason.
 - :mod:`popcon.server.receive.receiver`: the UDP loop (:class:`Receiver`) and :class:`Collector`.
-- :mod:`popcon.server.storage.store`: SQLite schema, caps, tiers, the one :class:`Writer`.
+- :mod:`popcon.server.storage.schema` and :mod:`popcon.server.storage.writer`: the SQLite
+  schema, tiers and settings; the one :class:`Writer`.
 - :mod:`popcon.server.query.queries`: read-only answers and totals.
 
 Storage design: ``docs/collector-storage.md``. Importing this package imports only the
@@ -10,6 +11,7 @@ standard library; the app (``popcon serve``), HTTP API and metrics live in their
 """
 
 from popcon.server.receive.receiver import Collector, Receiver
-from popcon.server.storage.store import StoreSettings, Tier, Writer
+from popcon.server.storage.schema import StoreSettings, Tier
+from popcon.server.storage.writer import Writer
 
 __all__ = ["Collector", "Receiver", "StoreSettings", "Tier", "Writer"]

@@ -28,7 +28,7 @@ from traitlets.config.loader import ArgumentError
 from popcon import __version__
 from popcon.protocol.decode import DEFAULT_STATSD_ENV, DEFAULT_STATSD_PREFIX
 from popcon.server.receive.receiver import Collector, parse_address
-from popcon.server.storage.store import DAY, StoreSettings
+from popcon.server.storage.schema import DAY, StoreSettings
 from popcon.server.web.auth import AUTH_MODES, Auth, OpenAuth, make_auth
 from popcon.server.web.hub import configure_from_hub
 

@@ -59,7 +59,7 @@ from typing import Any, NamedTuple, Union
 from urllib.parse import quote
 
 from popcon.server.query.params import iso
-from popcon.server.storage.store import (
+from popcon.server.storage.schema import (
     LEVEL_COLUMNS,
     ORIGIN_CODES,
     RESULT_REASONS,

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from popcon.protocol.decode import InventoryPart, UseReport
+from popcon.server.storage.schema import ORIGIN_CODES
 
 _LEVEL_INDEX = {"direct": 0, "transitive": 1, "upgrade": 2, "unknown": 3}
-ORIGIN_CODES = {"env": 0, "user": 1, "unknown": 2}
 
 #: (source id, bucket, library id, origin code, version)
 UsageKey = tuple[int, int, int, int, str]

@@ -6,7 +6,7 @@ datagram's bytes (identical datagrams within an interval are counted, not decode
 else decode (line caches make repeated lines cheap). Every ``handoff_interval`` seconds (and at
 each bucket edge) the interval's reports are counted into the pending rows
 (:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps); at most every ``commit_interval`` the
-pending rows go to the :class:`~popcon.server.storage.store.Writer` as one job. All this Python work
+pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one job. All this Python work
 stays on this thread; the writer thread only runs SQL, which releases the GIL, so the two never
 convoy on it. The socket has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop still
 hands over and notices ``stop()`` without a ``poll`` before every ``recv``.
@@ -29,7 +29,8 @@ from typing import Callable, Union
 
 from popcon.protocol.decode import MAX_DATAGRAM, Decoder, InventoryPart, make_decoder
 from popcon.server.receive.ingest import aggregate, merge_pending
-from popcon.server.storage.store import StoreSettings, Writer
+from popcon.server.storage.schema import StoreSettings
+from popcon.server.storage.writer import Writer
 
 log = logging.getLogger("popcon.server.receive.receiver")
 

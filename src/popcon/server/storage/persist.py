@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from popcon.server.receive.ingest import Catalog, Pending
 
 if TYPE_CHECKING:  # pragma: no cover
-    from popcon.server.storage.store import Tier
+    from popcon.server.storage.schema import Tier
 
 _SUMS = "SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
 _ADD_LEVELS = (
@@ -40,19 +40,6 @@ _UPSERT_REPORTS = (
     "INSERT INTO {table} VALUES (0, ?, ?, ?) "
     "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count"
 )
-
-TEMP_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS late_usage (
-    tier INTEGER, source_id INTEGER, bucket INTEGER, lib_id INTEGER, origin INTEGER,
-    version TEXT, direct INTEGER, transitive INTEGER, upgrade INTEGER, unknown INTEGER,
-    PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version));
-CREATE TEMP TABLE IF NOT EXISTS late_edges (
-    tier INTEGER, lib_id INTEGER, bucket INTEGER, env_id INTEGER, importer_id INTEGER,
-    count INTEGER, PRIMARY KEY (tier, lib_id, bucket, env_id, importer_id));
-CREATE TEMP TABLE IF NOT EXISTS late_reports (
-    tier INTEGER, source_id INTEGER, bucket INTEGER, count INTEGER,
-    PRIMARY KEY (tier, source_id, bucket));
-"""
 
 
 def read_rolled_until(conn: sqlite3.Connection) -> int | None:

@@ -29,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from popcon.server.query import queries
 from popcon.server.query.privacy import is_hidden
-from popcon.server.storage.store import RESULT_REASONS
+from popcon.server.storage.schema import RESULT_REASONS
 from popcon.server.web.api import BaseHandler
 
 #: Every metric family, as documented in docs/collector.md (a test keeps them in step):

@@ -1,0 +1,271 @@
+"""The collector's database: its tables, tiers and settings, and how a connection to it is made.
+
+Both sides use this module: the writer (``popcon.server.storage.writer``) creates the schema
+through :func:`connect_writer`; the readers (``popcon.server.query``) read the tiers and the
+codes stored in its columns. It imports nothing else of popcon but the protocol's rejection
+reasons. The design of the tables is in ``docs/collector-storage.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from popcon.protocol.decode import REJECTIONS
+
+SCHEMA_VERSION = 1
+DAY = 86400
+#: Count columns of the usage tables, in this order: raw record counts per level.
+LEVEL_COLUMNS = ("direct", "transitive", "upgrade", "unknown")
+#: How an origin is stored.
+ORIGIN_CODES = {"env": 0, "user": 1, "unknown": 2}
+#: Results the store adds to the decoder's: a datagram dropped (``env_cap``, ``labels_cap``,
+#: ``overload``: more inventory parts in half a second than the receiver keeps) or stored
+#: without the libraries over the cap
+#: (``library_cap``).
+STORE_REJECTIONS = ("env_cap", "labels_cap", "library_cap", "overload")
+#: Every value of ``popcon_datagrams_total{result}``.
+RESULT_REASONS = ("ok", *REJECTIONS, *STORE_REJECTIONS)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Buckets of ``width`` seconds (aligned to the epoch, so days start at 00:00 UTC), kept
+    ``keep`` seconds."""
+
+    width: int
+    keep: int
+
+
+def default_tiers(bucket_width: int = 600, retention: int = 400 * DAY) -> tuple[Tier, ...]:
+    """``bucket_width`` kept 2 days, 1 hour kept 60 days, 1 day kept ``retention``.
+
+    A coarser tier is left out when the finer one is already as coarse, and no tier is kept
+    longer than the retention.
+    """
+    tiers = [Tier(bucket_width, min(2 * DAY, retention))]
+    for width, keep in ((3600, 60 * DAY), (DAY, retention)):
+        keep = min(keep, retention)
+        if width > tiers[-1].width and width % tiers[-1].width == 0:
+            tiers.append(Tier(width, keep))
+        else:
+            tiers[-1] = Tier(tiers[-1].width, max(tiers[-1].keep, keep))
+    return tuple(tiers)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What the collector stores and for how long; every field is a ``popcon serve`` setting."""
+
+    bucket_width: int = 600
+    retention: int = 400 * DAY
+    #: ``None``: :func:`default_tiers` of ``bucket_width`` and ``retention``.
+    tiers: tuple[Tier, ...] | None = None
+    max_environments: int = 500
+    max_label_sets_per_env: int = 64
+    max_libraries_per_env: int = 5000
+    max_libraries: int = 50_000
+    #: Seconds between two commits while data arrives (at most 1 s, so a SIGKILL loses <= 2 s:
+    #: the receiver hands over every 0.5 s).
+    commit_interval: float = 1.0
+    #: Seconds after a finest bucket ends before it is rolled up into coarser tiers and
+    #: totals (later rows for it are still counted, at a higher cost).
+    rollup_grace: float = 10.0
+    #: Inventories being assembled at once, and how long a missing part is waited for.
+    max_pending_inventories: int = 256
+    inventory_timeout: float = 3600.0
+    #: Jobs waiting for the writer; when full, the receiving side merges new rows into the
+    #: job it holds instead (memory stays bounded by the caps).
+    queue_size: int = 16
+    #: Seconds a write waits for a lock held by another process before it is retried later.
+    busy_timeout: float = 5.0
+
+    def resolved_tiers(self) -> tuple[Tier, ...]:
+        return (
+            self.tiers
+            if self.tiers is not None
+            else default_tiers(self.bucket_width, self.retention)
+        )
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the setting that cannot work."""
+        if not 60 <= self.bucket_width <= DAY or DAY % self.bucket_width:
+            raise ValueError("bucket_width: expected 60..86400 seconds dividing a day")
+        if self.retention < self.bucket_width:
+            raise ValueError("retention: expected at least one bucket width")
+        tiers = self.resolved_tiers()
+        if not tiers or tiers[0].width != self.bucket_width:
+            raise ValueError("tiers: the first tier's width must be bucket_width")
+        for finer, coarser in zip(tiers, tiers[1:]):
+            if coarser.width <= finer.width or coarser.width % finer.width:
+                raise ValueError("tiers: each tier must be a multiple of the finer one")
+        for name in (
+            "max_environments",
+            "max_label_sets_per_env",
+            "max_libraries_per_env",
+            "max_libraries",
+            "max_pending_inventories",
+            "queue_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected at least 1")
+        if self.busy_timeout < 0:
+            raise ValueError("busy_timeout: expected 0 or more seconds")
+        if not 0 < self.commit_interval <= 1:
+            raise ValueError("commit_interval: expected more than 0 and at most 1 second")
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """A source's stored labels (``"hub=a,ns=b"``, written by
+    :func:`popcon.server.receive.ingest.labels_text`), as a dict."""
+    if not text:
+        return {}
+    return dict(item.split("=", 1) for item in text.split(","))
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS envs (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+    first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, py TEXT NOT NULL DEFAULT '',
+    inventory_id TEXT, inventory_at INTEGER);
+CREATE TABLE IF NOT EXISTS sources (
+    id INTEGER PRIMARY KEY, env_id INTEGER NOT NULL, labels TEXT NOT NULL,
+    last_seen INTEGER NOT NULL, UNIQUE (env_id, labels));
+CREATE TABLE IF NOT EXISTS libs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS usage_by_source (
+    tier INTEGER NOT NULL, source_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    lib_id INTEGER NOT NULL, origin INTEGER NOT NULL, version TEXT NOT NULL,
+    direct INTEGER NOT NULL, transitive INTEGER NOT NULL,
+    upgrade INTEGER NOT NULL, unknown INTEGER NOT NULL,
+    PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_by_library (
+    tier INTEGER NOT NULL, bucket INTEGER NOT NULL, lib_id INTEGER NOT NULL,
+    origin INTEGER NOT NULL,
+    direct INTEGER NOT NULL, transitive INTEGER NOT NULL,
+    upgrade INTEGER NOT NULL, unknown INTEGER NOT NULL,
+    PRIMARY KEY (tier, lib_id, bucket, origin)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edges (
+    tier INTEGER NOT NULL, lib_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    env_id INTEGER NOT NULL, importer_id INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (tier, lib_id, bucket, env_id, importer_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reports (
+    tier INTEGER NOT NULL, source_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (tier, source_id, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inventory (
+    env_id INTEGER NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+    PRIMARY KEY (env_id, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS total_usage (
+    env_id INTEGER NOT NULL, lib_id INTEGER NOT NULL, level INTEGER NOT NULL,
+    count INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+    PRIMARY KEY (env_id, lib_id, level)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS total_versions (
+    env_id INTEGER NOT NULL, lib_id INTEGER NOT NULL, version TEXT NOT NULL,
+    count INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+    PRIMARY KEY (env_id, lib_id, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS total_reports (
+    env_id INTEGER PRIMARY KEY, count INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS datagram_results (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+
+#: Per-connection tables of the writer: rows for buckets already rolled up, added up before
+#: they are rolled up again.
+TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS late_usage (
+    tier INTEGER, source_id INTEGER, bucket INTEGER, lib_id INTEGER, origin INTEGER,
+    version TEXT, direct INTEGER, transitive INTEGER, upgrade INTEGER, unknown INTEGER,
+    PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version));
+CREATE TEMP TABLE IF NOT EXISTS late_edges (
+    tier INTEGER, lib_id INTEGER, bucket INTEGER, env_id INTEGER, importer_id INTEGER,
+    count INTEGER, PRIMARY KEY (tier, lib_id, bucket, env_id, importer_id));
+CREATE TEMP TABLE IF NOT EXISTS late_reports (
+    tier INTEGER, source_id INTEGER, bucket INTEGER, count INTEGER,
+    PRIMARY KEY (tier, source_id, bucket));
+"""
+
+
+def connect_writer(
+    path: Union[str, os.PathLike[str]],
+    settings: StoreSettings | None = None,
+    *,
+    now: float | None = None,
+) -> sqlite3.Connection:
+    """Open (creating if needed) the database for writing: WAL, schema, tiers checked.
+
+    Raises ``ValueError`` when the database was created with other bucket widths (they cannot
+    change afterwards; keeps and caps can), ``sqlite3.Error``/``OSError`` when it cannot be
+    opened. ``now`` starts ``rolled_until`` of a new database (default: the current time).
+    """
+    settings = settings or StoreSettings()
+    settings.check()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), timeout=settings.busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(_SCHEMA)
+        conn.executescript(TEMP_TABLES)
+        tiers = settings.resolved_tiers()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'tiers'").fetchone()
+        if row is not None:
+            stored = [Tier(int(w), int(k)) for w, k in json.loads(row[0])]
+            if [t.width for t in stored] != [t.width for t in tiers]:
+                raise ValueError(
+                    f"bucket widths: the database at {path} was created with tiers "
+                    f"{[t.width for t in stored]} s and cannot change to "
+                    f"{[t.width for t in tiers]} s; use a new --db"
+                )
+        start = time.time() if now is None else now
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('tiers', ?)",
+            (json.dumps([[t.width, t.keep] for t in tiers]),),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('rolled_until', ?)",
+            (str(int(start) - int(start) % tiers[0].width),),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def read_tiers(conn: sqlite3.Connection) -> tuple[Tier, ...]:
+    """The tiers a database was created with (finest first)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'tiers'").fetchone()
+    if row is None:
+        return default_tiers()
+    return tuple(Tier(int(w), int(k)) for w, k in json.loads(row[0]))
+
+
+def integrity_check(path: Union[str, os.PathLike[str]]) -> str:
+    """``PRAGMA integrity_check`` of the database at ``path`` (``"ok"`` when intact)."""
+    conn = sqlite3.connect(str(path))
+    try:
+        return "\n".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
