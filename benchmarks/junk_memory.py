@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from workload import Workload
 
 from popcon.server import Collector
-from popcon.server.query import queries
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.totals import datagram_totals
 
 JUNK_PER_DATAGRAM = 10
 
@@ -127,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             results = dict(collector.receiver.results)
         finally:
             collector.stop()
-        conn = queries.connect_readonly(db)
+        conn = connect_readonly(db)
         libs = conn.execute("SELECT COUNT(*) FROM libs").fetchone()[0]
         envs = conn.execute("SELECT COUNT(*) FROM envs").fetchone()[0]
-        totals = queries.datagram_totals(conn)
+        totals = datagram_totals(conn)
         conn.close()
         size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 2**20
         print(

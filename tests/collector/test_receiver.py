@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from storetestlib import HOUR, PANDAS_PROCESS, FakeClock, inventory_datagrams, send, use_datagram
 
-from popcon.server.query import queries
+from popcon.server.query import environments
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.libraries import libraries, library_detail
+from popcon.server.query.totals import datagram_totals, library_process_totals, report_totals
 from popcon.server.receive.receiver import Collector, parse_address
 from popcon.server.storage.schema import integrity_check
 
@@ -22,9 +25,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _processes(db: Path) -> int:
-    conn = queries.connect_readonly(db)
+    conn = connect_readonly(db)
     try:
-        return sum(row.count for row in queries.report_totals(conn))
+        return sum(row.processes for row in report_totals(conn))
     finally:
         conn.close()
 
@@ -70,14 +73,12 @@ def test_datagrams_received_on_loopback_are_counted_and_stored(live_collector) -
         "too_long": 1,
     }
     now = time.time()
-    conn = queries.connect_readonly(collector.writer.path)
-    rows = {
-        r["name"]: r for r in queries.libraries(conn, now - HOUR, now + 600, now=now)["libraries"]
-    }
+    conn = connect_readonly(collector.writer.path)
+    rows = {r["name"]: r for r in libraries(conn, now - HOUR, now + 600, now=now)["libraries"]}
     assert rows["pandas"]["processes"] == 40
     assert rows["numpy"] == {"name": "numpy", "processes": 41, "direct": 0, "transitive": 40}
-    assert queries.datagram_totals(conn)["ok"] == 44
-    unused = queries.unused(conn, now - HOUR, now + 600, env="img", now=now)
+    assert datagram_totals(conn)["ok"] == 44
+    unused = environments.unused(conn, now - HOUR, now + 600, env="img", now=now)
     assert unused["environments"][0]["libraries"] == [{"name": "scipy", "version": "1.13.0"}]
     conn.close()
 
@@ -98,8 +99,8 @@ def test_each_datagram_lands_in_the_bucket_it_arrived_in(live_collector) -> None
     clock.advance(600)
     send(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(2)])
     assert collector.flush(20)
-    conn = queries.connect_readonly(collector.writer.path)
-    detail = queries.library_detail(conn, "pandas", clock() - 1200, clock() + 1, now=clock())
+    conn = connect_readonly(collector.writer.path)
+    detail = library_detail(conn, "pandas", clock() - 1200, clock() + 1, now=clock())
     conn.close()
     assert detail is not None
     assert [p["processes"] for p in detail["series"]][-3:] == [0, 3, 2]
@@ -117,10 +118,10 @@ def test_datagrams_that_never_repeat_are_all_counted(live_collector) -> None:
         time.sleep(0.01)
     assert collector.flush(20)
     assert collector.receiver.results == {"ok": 12000}
-    conn = queries.connect_readonly(collector.writer.path)
-    totals = {(t.library, t.level): t.count for t in queries.library_process_totals(conn)}
+    conn = connect_readonly(collector.writer.path)
+    totals = {(t.library, t.level): t.records for t in library_process_totals(conn)}
     assert totals[("pandas", "direct")] == 12000
-    assert {t.env: t.count for t in queries.report_totals(conn)} == {"img": 6000}
+    assert {t.env: t.processes for t in report_totals(conn)} == {"img": 6000}
     conn.close()
 
 

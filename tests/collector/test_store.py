@@ -6,12 +6,22 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 
 import pytest
 from storetestlib import DAY, HOUR, PANDAS_PROCESS, T0, ingest, inventory_datagrams, use_datagram
 
-from popcon.server.query import queries
-from popcon.server.storage.persist import read_rolled_until
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.environments import environments
+from popcon.server.query.libraries import libraries
+from popcon.server.query.totals import (
+    datagram_totals,
+    library_process_totals,
+    library_version_totals,
+    report_totals,
+)
+from popcon.server.receive.ingest import Ingestor, job_of
+from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
 from popcon.server.storage.schema import (
     StoreSettings,
     Tier,
@@ -19,13 +29,12 @@ from popcon.server.storage.schema import (
     default_tiers,
     integrity_check,
 )
-from popcon.server.storage.writer import Batch
 
 
 def _libraries(writer, start, end, **filters) -> dict:
-    conn = queries.connect_readonly(writer.path)
+    conn = connect_readonly(writer.path)
     try:
-        answer = queries.libraries(conn, start, end, now=writer.clock(), **filters)
+        answer = libraries(conn, start, end, now=writer.clock(), **filters)
     finally:
         conn.close()
     return {row["name"]: row for row in answer["libraries"]}
@@ -96,9 +105,49 @@ def test_a_batch_from_a_tool_is_stored_like_received_datagrams(store_writer) -> 
     writer = store_writer()
     report = make_decoder()(use_datagram("img", PANDAS_PROCESS))
     bucket = int(writer.clock()) - int(writer.clock()) % 600
-    assert writer.submit(Batch(uses={(bucket, report): 3}, results={"ok": 3}))
+    job = job_of(Ingestor(writer.catalog, writer.settings), [(bucket, report)] * 3)
+    assert job is not None
+    assert writer.submit(job)
     assert writer.flush(10)
     assert _libraries(writer, bucket - HOUR, bucket + 600)["pandas"]["processes"] == 3
+
+
+def test_sqlite_without_json_functions_stores_the_same_rows(tmp_path) -> None:
+    from popcon.protocol.decode import make_decoder
+
+    decode = make_decoder()
+    first = [use_datagram("img", PANDAS_PROCESS, labels=[("hub", "a")]) for _ in range(3)]
+    first += inventory_datagrams("img", [("numpy", "1.26.4"), ("pandas", "2.2.2")], parts=2)
+    first.append(b"not a datagram")
+    later = [use_datagram("img", PANDAS_PROCESS, seq=1), use_datagram("other", PANDAS_PROCESS)]
+
+    def stored(use_json: bool) -> dict:
+        conn = connect_writer(tmp_path / f"json-{use_json}.sqlite", now=T0)
+        tiers = default_tiers()
+        ingestor = Ingestor(load_catalog(conn), StoreSettings())
+        job = job_of(ingestor, [(T0 + 60, decode(d)) for d in first])
+        write_job(conn, job, tiers, read_rolled_until(conn) or 0, use_json=use_json)
+        roll_up(conn, tiers, T0, T0 + 600)
+        # Rows of the bucket just rolled up (late: through the temporary tables) and the next.
+        timed = [(T0 + 120, decode(d)) for d in later] + [(T0 + 700, decode(d)) for d in later]
+        job = job_of(ingestor, timed)
+        write_job(conn, job, tiers, T0 + 600, use_json=use_json)
+        tables = [
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        rows = {table: sorted(conn.execute(f"SELECT * FROM {table}")) for table in tables}
+        conn.close()
+        return rows
+
+    with_json = stored(True)
+    assert with_json == stored(False)
+    assert {row[1] for row in with_json["libs"]} == {"pandas", "numpy", "python-dateutil"}
+    assert len(with_json["inventory"]) == 2
+    edges = Counter()
+    for row in with_json["edges"]:
+        edges[row[0]] += row[-1]
+    # Two edges per process: 3 + 2 + 2 processes in tier 0; the rolled-up and late ones above.
+    assert (edges[0], edges[1], edges[2]) == (14, 10, 10)
 
 
 def test_closed_buckets_roll_up_into_hours_days_and_totals(store_writer, fake_clock) -> None:
@@ -113,7 +162,7 @@ def test_closed_buckets_roll_up_into_hours_days_and_totals(store_writer, fake_cl
     _wait_rolled(writer, int(start) + 600)
     assert _libraries(writer, start - 6 * HOUR, fake_clock()) == before
     assert _libraries(writer, start - 30 * DAY, fake_clock()) == month_before
-    conn = queries.connect_readonly(writer.path)
+    conn = connect_readonly(writer.path)
     tiers = {
         row[0]: row[1]
         for row in conn.execute(
@@ -122,9 +171,9 @@ def test_closed_buckets_roll_up_into_hours_days_and_totals(store_writer, fake_cl
     }
     # The first 10-minute bucket is rolled up (3 processes); the second is still live.
     assert tiers == {0: 3, 1: 3, 2: 3}
-    totals = {(t.library, t.level): t.count for t in queries.library_process_totals(conn)}
+    totals = {(t.library, t.level): t.records for t in library_process_totals(conn)}
     assert totals[("pandas", "direct")] == 5  # rolled-up total + live bucket
-    assert {t.env: t.count for t in queries.report_totals(conn)} == {"img": 5}
+    assert {t.env: t.processes for t in report_totals(conn)} == {"img": 5}
     conn.close()
 
 
@@ -139,9 +188,9 @@ def test_rows_arriving_after_their_bucket_rolled_up_are_still_counted(
     ingest(writer, late)
     assert _libraries(writer, start - DAY, fake_clock())["pandas"]["processes"] == 4
     assert _libraries(writer, start - 30 * DAY, fake_clock())["pandas"]["processes"] == 4
-    conn = queries.connect_readonly(writer.path)
-    totals = {(t.library, t.level): t.count for t in queries.library_process_totals(conn)}
-    versions = {(t.library, t.version): t.count for t in queries.library_version_totals(conn)}
+    conn = connect_readonly(writer.path)
+    totals = {(t.library, t.level): t.records for t in library_process_totals(conn)}
+    versions = {(t.library, t.version): t.processes for t in library_version_totals(conn)}
     conn.close()
     assert totals[("pandas", "direct")] == 4
     assert versions[("numpy", "1.26.4")] == 4
@@ -176,9 +225,9 @@ def test_each_tier_keeps_its_buckets_only_as_long_as_it_should(
     fake_clock.advance(400 * DAY)
     store_writer(path=path).stop()
     assert (count(0), count(1), count(2)) == (0, 0, 0)
-    conn = queries.connect_readonly(path)
-    assert queries.environments(conn) == []
-    assert queries.library_process_totals(conn) == []
+    conn = connect_readonly(path)
+    assert environments(conn) == []
+    assert library_process_totals(conn) == []
     assert conn.execute("SELECT COUNT(*) FROM libs").fetchone()[0] == 0
     conn.close()
     assert integrity_check(path) == "ok"
@@ -203,8 +252,8 @@ def test_caps_bound_environments_label_sets_and_libraries(
         use_datagram("b", [(f"junk{i}", "1", "direct", "env") for i in range(5)]),
     ]
     ingest(writer, [(now, d) for d in datagrams])
-    conn = queries.connect_readonly(path)
-    results = queries.datagram_totals(conn)
+    conn = connect_readonly(path)
+    results = datagram_totals(conn)
     assert (results["ok"], results["env_cap"], results["labels_cap"]) == (3, 1, 1)
     assert results["library_cap"] == 1
     names = {row[0] for row in conn.execute("SELECT name FROM libs")}
@@ -220,8 +269,8 @@ def test_caps_bound_environments_label_sets_and_libraries(
             (fake_clock(), use_datagram("b", [("junk4", "1", "direct", "env")])),
         ],
     )
-    conn = queries.connect_readonly(path)
-    results = queries.datagram_totals(conn)
+    conn = connect_readonly(path)
+    results = datagram_totals(conn)
     assert (results["env_cap"], results["library_cap"]) == (2, 2)
     conn.close()
 
@@ -241,9 +290,9 @@ def test_an_inventory_replaces_the_previous_one_once_all_its_parts_arrived(
     ingest(writer, [(now, new[2]), (now, other[0]), (now, new[0])])
 
     def inventory() -> tuple:
-        conn = queries.connect_readonly(writer.path)
+        conn = connect_readonly(writer.path)
         try:
-            env = queries.environments(conn)[0]
+            env = environments(conn)[0]
             names = [r[0] for r in conn.execute("SELECT name FROM inventory ORDER BY name")]
             return env["inventory_id"], env["inventory_size"], names
         finally:
@@ -277,10 +326,10 @@ def test_a_locked_database_is_retried_and_nothing_is_lost_or_doubled(
     assert collector.writer.last_error is None
     assert any("database is locked" in r.getMessage() for r in caplog.records)
     now = time.time()
-    conn = queries.connect_readonly(collector.writer.path)
-    rows = queries.libraries(conn, now - HOUR, now + 600, now=now)["libraries"]
+    conn = connect_readonly(collector.writer.path)
+    rows = libraries(conn, now - HOUR, now + 600, now=now)["libraries"]
     assert {r["name"]: r["processes"] for r in rows}["pandas"] == 7
-    assert queries.datagram_totals(conn)["ok"] == 7
+    assert datagram_totals(conn)["ok"] == 7
     conn.close()
 
 

@@ -1,154 +1,35 @@
-"""Turn received datagrams into pending rows, applying the caps; no SQL, no threads.
+"""Count decoded datagrams into the writer's jobs, applying the caps; no SQL, no threads.
 
 This runs on the receiving thread: all per-datagram Python work happens there, so the writer
 thread only runs long SQL statements (which release the GIL) and never makes the receiving
 thread wait for the GIL (see ``docs/collector-storage.md``, "threads").
 
-The collector is the only writer of its database, so it assigns the ids of environments,
-label sets ("sources") and library names itself, in a :class:`Catalog` loaded at start. New
-names travel with the rows that use them (``Pending.new_*``); a job the writer could not
-write comes back and is merged into the next one, so nothing is lost or doubled.
-:func:`expand_batch` merges a batch into one :class:`Pending` (rows keyed by ids, at the
-finest bucket). The catalog enforces the caps, so pending rows are bounded by the caps times
-the buckets spanned, however much junk arrives and however long the database is unavailable.
+An :class:`Ingestor` holds the receiving side's state: the writer's
+:class:`~popcon.server.storage.rows.Catalog` (ids and caps), the
+:class:`~popcon.server.storage.rows.Pending` rows of the next job and the inventories being
+assembled. :func:`expand_batch` counts a batch into the pending rows (keyed by ids, at the
+finest bucket). Tools and tests that write without a receiver count decoded datagrams with
+:func:`job_of` and hand the job to :meth:`Writer.submit
+<popcon.server.storage.writer.Writer.submit>`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from functools import lru_cache
 
-from popcon.protocol.decode import InventoryPart, UseReport
-from popcon.server.storage.schema import ORIGIN_CODES
+from popcon.protocol.decode import Decoder
+from popcon.protocol.records import Decoded, InventoryPart, UseReport
+from popcon.server.storage.rows import Catalog, Limits, Pending, merge_pending
+from popcon.server.storage.schema import LEVEL_COLUMNS, ORIGIN_CODES, StoreSettings, labels_text
 
-_LEVEL_INDEX = {"direct": 0, "transitive": 1, "upgrade": 2, "unknown": 3}
+_LEVEL_INDEX = {level: index for index, level in enumerate(LEVEL_COLUMNS)}
+#: Label sets repeat: their stored text is kept for the most recent ones.
+_labels_text = lru_cache(maxsize=10_000)(labels_text)
 
-#: (source id, bucket, library id, origin code, version)
-UsageKey = tuple[int, int, int, int, str]
-
-
-@dataclass
-class Limits:
-    max_environments: int
-    max_label_sets_per_env: int
-    max_libraries_per_env: int
-    max_libraries: int
-
-
-@dataclass
-class Catalog:
-    """Ids of names, what each environment already counts (for the caps), and the names
-    assigned an id but not yet inserted (``new_*``, cleared after a successful flush)."""
-
-    envs: dict[str, int] = field(default_factory=dict)
-    sources: dict[tuple[int, str], int] = field(default_factory=dict)
-    libs: dict[str, int] = field(default_factory=dict)
-    #: env id → number of label sets; env id → admitted library ids
-    label_sets: dict[int, int] = field(default_factory=dict)
-    env_libs: dict[int, set[int]] = field(default_factory=dict)
-    next_env: int = 1
-    next_source: int = 1
-    next_lib: int = 1
-    #: Names given an id since the last :meth:`take_new`.
-    new_envs: list[tuple[int, str]] = field(default_factory=list)
-    new_sources: list[tuple[int, int, str]] = field(default_factory=list)
-    new_libs: list[tuple[int, str]] = field(default_factory=list)
-    #: labels tuple → text (label sets repeat)
-    label_texts: dict[tuple[tuple[str, str], ...], str] = field(default_factory=dict)
-
-    def env_id(self, name: str, limits: Limits) -> int | None:
-        env_id = self.envs.get(name)
-        if env_id is not None:
-            return env_id
-        if len(self.envs) >= limits.max_environments:
-            return None
-        env_id = self.envs[name] = self.next_env
-        self.next_env += 1
-        self.label_sets[env_id] = 0
-        self.env_libs[env_id] = set()
-        self.new_envs.append((env_id, name))
-        return env_id
-
-    def source_id(self, env_id: int, labels: str, limits: Limits) -> int | None:
-        source_id = self.sources.get((env_id, labels))
-        if source_id is not None:
-            return source_id
-        if self.label_sets[env_id] >= limits.max_label_sets_per_env:
-            return None
-        source_id = self.sources[(env_id, labels)] = self.next_source
-        self.next_source += 1
-        self.label_sets[env_id] += 1
-        self.new_sources.append((source_id, env_id, labels))
-        return source_id
-
-    def lib_id(self, known: set[int], name: str, limits: Limits) -> int | None:
-        """The id of library ``name`` if the environment whose set is ``known`` may count it."""
-        lib_id = self.libs.get(name)
-        if lib_id is not None and lib_id in known:
-            return lib_id
-        if len(known) >= limits.max_libraries_per_env:
-            return None
-        if lib_id is None:
-            if len(self.libs) >= limits.max_libraries:
-                return None
-            lib_id = self.libs[name] = self.next_lib
-            self.next_lib += 1
-            self.new_libs.append((lib_id, name))
-        known.add(lib_id)
-        return lib_id
-
-    def take_new(self, pending: Pending) -> None:
-        """Move the names given an id since the last call into ``pending``."""
-        pending.new_envs.extend(self.new_envs)
-        pending.new_sources.extend(self.new_sources)
-        pending.new_libs.extend(self.new_libs)
-        self.new_envs = []
-        self.new_sources = []
-        self.new_libs = []
-
-
-@dataclass
-class Pending:
-    """Rows waiting to be written, at the finest bucket, keyed by ids."""
-
-    #: (source, bucket, library, origin, version) → [direct, transitive, upgrade, unknown]
-    usage: dict[UsageKey, list[int]] = field(default_factory=dict)
-    #: (library, bucket, env, importer) → transitive records
-    edges: Counter = field(default_factory=Counter)
-    #: (source, bucket) → processes
-    reports: Counter = field(default_factory=Counter)
-    #: env id → (last bucket seen, python version); source id → last bucket seen
-    env_seen: dict[int, tuple[int, str]] = field(default_factory=dict)
-    #: env id → first bucket seen
-    env_first: dict[int, int] = field(default_factory=dict)
-    source_seen: dict[int, int] = field(default_factory=dict)
-    #: env id → (inventory id, bucket when complete, {name: version}); the latest complete one
-    inventories: dict[int, tuple[str, int, dict[str, str]]] = field(default_factory=dict)
-    results: Counter = field(default_factory=Counter)
-    #: Names whose id these rows use for the first time (inserted with them).
-    new_envs: list[tuple[int, str]] = field(default_factory=list)
-    new_sources: list[tuple[int, int, str]] = field(default_factory=list)
-    new_libs: list[tuple[int, str]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.usage
-            or self.edges
-            or self.reports
-            or self.env_seen
-            or self.inventories
-            or self.new_envs
-            or any(self.results.values())
-        )
-
-    def size(self) -> int:
-        return len(self.usage) + len(self.edges) + len(self.reports)
-
-
-def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
-    """``(("hub", "a"), ("ns", "b"))`` → ``"hub=a,ns=b"`` (labels arrive sorted by key)."""
-    return ",".join(f"{k}={v}" for k, v in labels)
+#: Identical reports per finest bucket: ``{(bucket start, report): datagrams}``.
+Uses = Counter[tuple[int, UseReport]]
 
 
 def _see(pending: Pending, env_id: int, bucket: int, py: str) -> None:
@@ -171,12 +52,7 @@ def expand_use(
     env_id = catalog.env_id(report.env, limits)
     if env_id is None:
         return "env_cap"
-    labels = catalog.label_texts.get(report.labels)
-    if labels is None:
-        labels = labels_text(report.labels)
-        if len(catalog.label_texts) < 10_000:
-            catalog.label_texts[report.labels] = labels
-    source_id = catalog.source_id(env_id, labels, limits)
+    source_id = catalog.source_id(env_id, _labels_text(report.labels), limits)
     if source_id is None:
         return "labels_cap"
     known = catalog.env_libs[env_id]
@@ -214,16 +90,17 @@ def expand_use(
     return result
 
 
+#: (first seen, parts, {part: dists}) of one inventory being assembled
+_Assembly = tuple[float, int, dict[int, tuple[tuple[str, str], ...]]]
+
+
 class InventoryAssembler:
     """Parts of inventories by (env, id) until all arrived; bounded in count and age."""
 
     def __init__(self, max_pending: int, timeout: float) -> None:
         self.max_pending = max_pending
         self.timeout = timeout
-        #: (env, id) → (first seen, parts, {part: dists})
-        self.assemblies: dict[
-            tuple[str, str], tuple[float, int, dict[int, tuple[tuple[str, str], ...]]]
-        ] = {}
+        self.assemblies: dict[tuple[str, str], _Assembly] = {}
 
     def add(self, part: InventoryPart, now: float) -> dict[str, str] | None:
         """The complete inventory ``{name: version}`` once the last part arrived, else None."""
@@ -276,14 +153,14 @@ def expand_batch(
     catalog: Catalog,
     limits: Limits,
     assembler: InventoryAssembler,
-    uses: Counter,
+    uses: Uses,
     inventories: list[InventoryPart],
-    results: Counter,
+    results: Counter[str],
     bucket_width: int,
     now: float,
 ) -> None:
     """Merge one batch into ``pending``; datagrams dropped by a cap move from ``ok``."""
-    moved: Counter = Counter()
+    moved: Counter[str] = Counter()
     for (bucket, report), count in uses.items():
         result = expand_use(pending, catalog, limits, bucket, report, count)
         if result != "ok":
@@ -299,92 +176,38 @@ def expand_batch(
         pending.results["ok"] -= count
 
 
-def merge_pending(into: Pending, other: Pending) -> None:
-    """Add ``other`` (an earlier job that could not be written) to ``into``."""
-    for key, counts in other.usage.items():
-        row = into.usage.get(key)
-        if row is None:
-            into.usage[key] = counts
-        else:
-            for i, value in enumerate(counts):
-                row[i] += value
-    into.edges.update(other.edges)
-    into.reports.update(other.reports)
-    for env_id, (bucket, py) in other.env_seen.items():
-        seen = into.env_seen.get(env_id)
-        if seen is None or seen[0] < bucket:
-            into.env_seen[env_id] = (bucket, py or (seen[1] if seen else ""))
-    for env_id, bucket in other.env_first.items():
-        if into.env_first.get(env_id, bucket + 1) > bucket:
-            into.env_first[env_id] = bucket
-    for source_id, bucket in other.source_seen.items():
-        if into.source_seen.get(source_id, -1) < bucket:
-            into.source_seen[source_id] = bucket
-    for env_id, inventory in other.inventories.items():
-        into.inventories.setdefault(env_id, inventory)
-    into.results.update(other.results)
-    into.new_envs[:0] = other.new_envs
-    into.new_sources[:0] = other.new_sources
-    into.new_libs[:0] = other.new_libs
-
-
 class Ingestor:
-    """What the receiving thread keeps between datagrams: the catalog, the pending rows and
-    the inventories being assembled. One thread only (not thread-safe)."""
+    """What the receiving side keeps between datagrams: the catalog (the writer's, loaded at
+    its start), the pending rows and the inventories being assembled, under the caps and
+    bucket width of ``settings``. One thread only (not thread-safe)."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        limits: Limits,
-        bucket_width: int,
-        *,
-        max_pending_inventories: int = 256,
-        inventory_timeout: float = 3600.0,
-    ) -> None:
+    def __init__(self, catalog: Catalog, settings: StoreSettings) -> None:
         self.catalog = catalog
-        self.limits = limits
-        self.bucket_width = bucket_width
+        self.limits = Limits.of(settings)
+        self.bucket_width = settings.bucket_width
         self.pending = Pending()
-        self.assembler = InventoryAssembler(max_pending_inventories, inventory_timeout)
+        self.assembler = InventoryAssembler(
+            settings.max_pending_inventories, settings.inventory_timeout
+        )
         #: Reports received since the last job, counted by (bucket, report): they repeat
         #: across hand-overs, so they are expanded into rows once per job.
-        self.uses: Counter = Counter()
+        self.uses: Uses = Counter()
         self._now = 0.0
 
     def add(
-        self, uses: Counter, inventories: list[InventoryPart], results: Counter, now: float
+        self, uses: Uses, inventories: list[InventoryPart], results: Counter[str], now: float
     ) -> None:
         """Count one batch (see :func:`expand_batch`); reports wait for :meth:`take_job`."""
         self.uses.update(uses)
         self._now = now
         if inventories or results:
-            expand_batch(
-                self.pending,
-                self.catalog,
-                self.limits,
-                self.assembler,
-                Counter(),
-                inventories,
-                results,
-                self.bucket_width,
-                now,
-            )
+            self._expand(Counter(), inventories, results)
 
     def take_job(self) -> Pending | None:
         """The pending rows with their new names, for the writer; None when nothing waits."""
         if self.uses:
             uses, self.uses = self.uses, Counter()
-            expand_batch(
-                self.pending,
-                self.catalog,
-                self.limits,
-                self.assembler,
-                uses,
-                [],
-                Counter(),
-                self.bucket_width,
-                self._now,
-            )
+            self._expand(uses, [], Counter())
         self.catalog.take_new(self.pending)
         if not self.pending:
             return None
@@ -395,20 +218,33 @@ class Ingestor:
         """A job the writer could not write: it goes out again with the next one."""
         merge_pending(self.pending, job)
 
+    def _expand(self, uses: Uses, inventories: list[InventoryPart], results: Counter[str]) -> None:
+        expand_batch(
+            self.pending,
+            self.catalog,
+            self.limits,
+            self.assembler,
+            uses,
+            inventories,
+            results,
+            self.bucket_width,
+            self._now,
+        )
+
 
 def aggregate(
-    datagrams: Iterable[bytes], decode: Callable[[bytes], object], bucket: int
-) -> tuple[Counter, list[InventoryPart], Counter]:
+    datagrams: Iterable[bytes], decode: Decoder, bucket: int
+) -> tuple[Uses, list[InventoryPart], Counter[str]]:
     """Decode and aggregate datagrams received in one bucket, as the receiving loop does:
-    ``(uses, inventory parts, results)`` for :meth:`Ingestor.add`. For tests and tools; the
-    receiver inlines the same steps for speed."""
-    seen: dict[bytes, list] = {}
-    results: Counter = Counter()
+    ``(uses, inventory parts, results)`` for :meth:`Ingestor.add` (the loop inlines the same
+    steps for speed)."""
+    seen: dict[bytes, tuple[UseReport, list[int]]] = {}
+    results: Counter[str] = Counter()
     inventories: list[InventoryPart] = []
     for data in datagrams:
         entry = seen.get(data)
         if entry is not None:
-            entry[1] += 1
+            entry[1][0] += 1
             continue
         decoded = decode(data)
         if isinstance(decoded, str):
@@ -417,9 +253,41 @@ def aggregate(
             inventories.append(decoded)
             results["ok"] += 1
         else:
-            seen[data] = [decoded, 1]
-    uses: Counter = Counter()
-    for report, count in seen.values():
+            seen[data] = (decoded, [1])
+    uses: Uses = Counter()
+    for report, (count,) in seen.values():
         uses[(bucket, report)] += count
         results["ok"] += count
     return uses, inventories, results
+
+
+def job_of(ingestor: Ingestor, received: Iterable[tuple[float, Decoded]]) -> Pending | None:
+    """The job of ``(arrival time, decoded datagram)`` pairs, counted into ``ingestor`` as
+    the receiving loop counts datagrams received at those times (inventory parts complete at
+    the start of their bucket); None when nothing is to be written.
+
+    The one way for tools and tests to write without a receiver::
+
+        ingestor = Ingestor(writer.catalog, writer.settings)  # one per started writer
+        job = job_of(ingestor, [(time.time(), decode(datagram)) for datagram in datagrams])
+        if job is not None:
+            writer.submit(job, timeout=10)
+    """
+    width = ingestor.bucket_width
+    batches: dict[int, tuple[Uses, list[InventoryPart], Counter[str]]] = {}
+    for moment, decoded in received:
+        bucket = int(moment) - int(moment) % width
+        batch = batches.get(bucket)
+        if batch is None:
+            batch = batches[bucket] = (Counter(), [], Counter())
+        if isinstance(decoded, str):
+            batch[2][decoded] += 1
+            continue
+        batch[2]["ok"] += 1
+        if isinstance(decoded, InventoryPart):
+            batch[1].append(decoded)
+        else:
+            batch[0][(bucket, decoded)] += 1
+    for bucket in sorted(batches):
+        ingestor.add(*batches[bucket], now=bucket)
+    return ingestor.take_job()

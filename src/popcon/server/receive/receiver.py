@@ -5,11 +5,13 @@ Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed 
 datagram's bytes (identical datagrams within an interval are counted, not decoded again),
 else decode (line caches make repeated lines cheap). Every ``handoff_interval`` seconds (and at
 each bucket edge) the interval's reports are counted into the pending rows
-(:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps); at most every ``commit_interval`` the
-pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one job. All this Python work
-stays on this thread; the writer thread only runs SQL, which releases the GIL, so the two never
-convoy on it. The socket has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop still
-hands over and notices ``stop()`` without a ``poll`` before every ``recv``.
+(:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps); at most every ``commit_interval``
+the pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one job, and a job
+the writer gave back is merged into the next one. Calls go one way: the receiver calls the
+writer, never the reverse. All this Python work stays on this thread; the writer thread only
+runs SQL, which releases the GIL, so the two never convoy on it. The socket has a kernel
+receive timeout (``SO_RCVTIMEO``) so an idle loop still hands over and notices ``stop()``
+without a ``poll`` before every ``recv``.
 
 Public API (stable): :class:`Receiver` (``start()``, ``address``, ``stop()``, ``results``),
 :class:`Collector` (a writer and a receiver started and stopped together),
@@ -25,10 +27,12 @@ import struct
 import threading
 import time
 from collections import Counter
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
-from popcon.protocol.decode import MAX_DATAGRAM, Decoder, InventoryPart, make_decoder
-from popcon.server.receive.ingest import aggregate, merge_pending
+from popcon.protocol import DEFAULT_COLLECTOR_PORT, MAX_DATAGRAM
+from popcon.protocol.decode import Decoder, make_decoder
+from popcon.protocol.records import InventoryPart, UseReport
+from popcon.server.receive.ingest import Ingestor, Uses, aggregate
 from popcon.server.storage.schema import StoreSettings
 from popcon.server.storage.writer import Writer
 
@@ -91,13 +95,14 @@ def _bind(address: tuple[str, int], receive_buffer: int) -> socket.socket:
 
 
 class Receiver:
-    """Receives on ``address`` and feeds ``writer`` (started first); ``results`` counts
+    """Receives on ``address`` and feeds ``writer`` (started first: its catalog and settings
+    make the receiver's :class:`~popcon.server.receive.ingest.Ingestor`); ``results`` counts
     datagrams since start as the decoder judged them (the caps' reasons are in the database)."""
 
     def __init__(
         self,
         writer: Writer,
-        address: tuple[str, int] = ("127.0.0.1", 8137),
+        address: tuple[str, int] = ("127.0.0.1", DEFAULT_COLLECTOR_PORT),
         *,
         decoder: Decoder | None = None,
         handoff_interval: float = 0.5,
@@ -110,7 +115,8 @@ class Receiver:
         self.handoff_interval = handoff_interval
         self.clock = clock
         self.receive_buffer = receive_buffer
-        self.results: Counter = Counter()
+        self.results: Counter[str] = Counter()
+        self._ingestor: Ingestor | None = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -128,8 +134,8 @@ class Receiver:
 
     def start(self) -> None:
         """Bind (raises ``OSError`` when the address is taken or invalid) and start."""
+        self._ingestor = Ingestor(self.writer.catalog, self.writer.settings)
         self._sock = _bind(self.requested_address, self.receive_buffer)
-        self.ingestor = self.writer.make_ingestor()
         self._stopping = False
         self._last_submit = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="popcon-receiver", daemon=True)
@@ -150,14 +156,11 @@ class Receiver:
         self._thread = None
         if self._sock is not None:
             self._sock.close()
-        job = self.ingestor.take_job()
-        while self.writer.returned:
-            returned = self.writer.returned.popleft()
-            if job is None:
-                job = returned
-            else:
-                merge_pending(returned, job)
-                job = returned
+        assert self._ingestor is not None
+        returned = self.writer.take_returned()
+        if returned is not None:
+            self._ingestor.give_back(returned)
+        job = self._ingestor.take_job()
         if job is not None and not self.writer.submit(job, timeout=timeout):
             log.error("writer queue full at stop: %d rows not written", job.size())
 
@@ -171,19 +174,21 @@ class Receiver:
 
     def _handoff(
         self,
-        uses: Counter,
+        uses: Uses,
         inventories: list[InventoryPart],
-        results: Counter,
+        results: Counter[str],
         now: float,
         drained: bool,
     ) -> None:
         """Count the interval's datagrams; submit a job when due. ``drained``: the socket was
         found empty, so a requested hand-over (:meth:`hand_over`) is complete."""
         self.results.update(results)
-        ingestor = self.ingestor
+        ingestor = self._ingestor
+        assert ingestor is not None
         writer = self.writer
-        while writer.returned:
-            ingestor.give_back(writer.returned.popleft())
+        returned = writer.take_returned()
+        if returned is not None:
+            ingestor.give_back(returned)
         if uses or inventories or results:
             ingestor.add(uses, inventories, results, now)
         tick = time.monotonic()
@@ -208,21 +213,19 @@ class Receiver:
         width = self.writer.bucket_width
         interval = self.handoff_interval
         size = MAX_DATAGRAM + 1
-        str_class = str
-        inventory_class = InventoryPart
         hurry = self._hurry
         carry: bytes | None = None  # received after an interval's end: the next one's
         while True:
             # One interval, within one bucket: identical datagrams are counted by their bytes
             # and decoded once (bytes cache their hash, so a repeat costs one dict lookup);
             # when they hardly repeat, the rest of the interval skips that step.
-            seen: dict[bytes, list] = {}
+            seen: dict[bytes, list[Any]] = {}  # bytes → [report, count], a mutable pair
             seen_get = seen.get
-            direct: dict[tuple, int] = {}
+            direct: dict[tuple[int, UseReport], int] = {}
             direct_get = direct.get
             dedupe = True
             hits = misses = 0
-            results: Counter = Counter()
+            results: Counter[str] = Counter()
             inventories: list[InventoryPart] = []
             now = clock()
             bucket = int(now) - int(now) % width
@@ -257,12 +260,11 @@ class Receiver:
                     if misses == DEDUPE_PROBE and hits < DEDUPE_PROBE // 4:
                         dedupe = False
                 decoded = decode(data)
-                cls = decoded.__class__
-                if cls is str_class:
+                if isinstance(decoded, str):
                     results[decoded] += 1
-                elif cls is inventory_class:
+                elif isinstance(decoded, InventoryPart):
                     if len(inventories) < MAX_INVENTORY_PARTS_PER_BATCH:
-                        inventories.append(decoded)  # type: ignore[arg-type]
+                        inventories.append(decoded)
                         results["ok"] += 1
                     else:
                         results["overload"] += 1
@@ -271,7 +273,7 @@ class Receiver:
                 else:
                     key = (bucket, decoded)
                     direct[key] = direct_get(key, 0) + 1
-            uses: Counter = Counter(direct)
+            uses: Uses = Counter(direct)
             ok = sum(direct.values())
             for report, count in seen.values():
                 uses[(bucket, report)] += count
@@ -298,7 +300,7 @@ class Collector:
     def __init__(
         self,
         db_path: Union[str, os.PathLike[str]],
-        address: tuple[str, int] = ("127.0.0.1", 8137),
+        address: tuple[str, int] = ("127.0.0.1", DEFAULT_COLLECTOR_PORT),
         settings: StoreSettings | None = None,
         *,
         key: bytes | str | None = None,

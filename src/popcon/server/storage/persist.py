@@ -1,4 +1,4 @@
-"""The writer's SQL: flush pending rows, roll closed buckets up, sweep old ones.
+"""The writer's SQL: write a job, roll closed buckets up, sweep old ones, load the catalog.
 
 Live data goes to tier 0 only (``usage_by_source``, ``edges``, ``reports``), which keeps a
 flush cheap. When a tier-0 bucket has closed (plus a grace period), :func:`roll_up` adds it,
@@ -15,12 +15,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from popcon.server.receive.ingest import Catalog, Pending
-
-if TYPE_CHECKING:  # pragma: no cover
-    from popcon.server.storage.schema import Tier
+from popcon.server.storage.rows import Catalog, Pending
+from popcon.server.storage.schema import LEVEL_COLUMNS, Tier
 
 _SUMS = "SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
 _ADD_LEVELS = (
@@ -77,9 +74,9 @@ def _write_catalog(conn: sqlite3.Connection, job: Pending) -> None:
     )
 
 
-def _json_columns(count: int, groups: Sequence[int]) -> str:
-    """``json_extract(value, '$[0][0]'), …`` for rows ``[[k0, k1, …], [v0, …]]``."""
-    del count
+def _json_columns(groups: Sequence[int]) -> str:
+    """``json_extract(value, '$[0][0]'), …`` for rows ``[[k0, k1, …], [v0, …]]`` whose
+    groups have the widths ``groups``."""
     return ", ".join(
         f"json_extract(value, '$[{group}][{i}]')"
         for group, width in enumerate(groups)
@@ -91,20 +88,20 @@ def _json_columns(count: int, groups: Sequence[int]) -> str:
 #: instead of one GIL hand-over per row with ``executemany``).
 _JSON_USAGE = (
     "INSERT INTO usage_by_source SELECT 0, "
-    + _json_columns(9, (5, 4))
+    + _json_columns((5, 4))
     + " FROM json_each(?) WHERE true "
     "ON CONFLICT (tier, source_id, bucket, lib_id, origin, version) DO UPDATE SET " + _ADD_LEVELS
 )
 _JSON_EDGES = (
     "INSERT INTO edges SELECT 0, "
-    + _json_columns(5, (4,))
+    + _json_columns((4,))
     + ", json_extract(value, '$[1]') FROM json_each(?) WHERE true "
     "ON CONFLICT (tier, lib_id, bucket, env_id, importer_id) "
     "DO UPDATE SET count = count + excluded.count"
 )
 _JSON_REPORTS = (
     "INSERT INTO reports SELECT 0, "
-    + _json_columns(3, (2,))
+    + _json_columns((2,))
     + ", json_extract(value, '$[1]') FROM json_each(?) WHERE true "
     "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count"
 )
@@ -119,9 +116,7 @@ def has_json(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _write_tier0(
-    conn: sqlite3.Connection, job: Pending, rolled_until: int, use_json: bool = True
-) -> bool:
+def _write_tier0(conn: sqlite3.Connection, job: Pending, rolled_until: int, use_json: bool) -> bool:
     """Tier-0 rows; rows of buckets already rolled up also go to the temporary ``late_*``
     tables (emptied first). Returns whether there were any such late rows."""
     if use_json:
@@ -218,7 +213,7 @@ def _derive(
             "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count",
             range_args,
         )
-    for level, column in enumerate(("direct", "transitive", "upgrade", "unknown")):
+    for level, column in enumerate(LEVEL_COLUMNS):
         conn.execute(
             f"INSERT INTO total_usage SELECT s.env_id, u.lib_id, {level}, SUM(u.{column}), "
             f"MAX(u.bucket) FROM {usage} u JOIN sources s ON s.id = u.source_id "
@@ -257,7 +252,8 @@ def write_job(
     use_json: bool = True,
 ) -> None:
     """Write one job in one transaction; on any error roll back and re-raise (the caller
-    gives the job back, to be merged into the next one)."""
+    gives the job back, to be merged into the next one). ``use_json``: feed the tier-0 upserts
+    through one JSON array each (:func:`has_json`), else row by row."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         _write_catalog(conn, job)

@@ -2,8 +2,8 @@
 
 Both sides use this module: the writer (``popcon.server.storage.writer``) creates the schema
 through :func:`connect_writer`; the readers (``popcon.server.query``) read the tiers and the
-codes stored in its columns. It imports nothing else of popcon but the protocol's rejection
-reasons. The design of the tables is in ``docs/collector-storage.md``.
+codes stored in its columns. It imports nothing else of popcon but the protocol's vocabulary
+(levels, origins, rejection reasons). The design of the tables is in ``docs/collector-storage.md``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from popcon.protocol.decode import REJECTIONS
+from popcon.protocol import LEVELS, ORIGINS, REJECTIONS, UNKNOWN
 
 SCHEMA_VERSION = 1
 DAY = 86400
 #: Count columns of the usage tables, in this order: raw record counts per level.
-LEVEL_COLUMNS = ("direct", "transitive", "upgrade", "unknown")
+LEVEL_COLUMNS = (*LEVELS, UNKNOWN)
 #: How an origin is stored.
-ORIGIN_CODES = {"env": 0, "user": 1, "unknown": 2}
+ORIGIN_CODES = {origin: code for code, origin in enumerate((*ORIGINS, UNKNOWN))}
 #: Results the store adds to the decoder's: a datagram dropped (``env_cap``, ``labels_cap``,
 #: ``overload``: more inventory parts in half a second than the receiver keeps) or stored
 #: without the libraries over the cap
@@ -128,9 +128,14 @@ class StoreSettings:
 # -- labels ------------------------------------------------------------------------------------
 
 
+def labels_text(labels: Labels) -> str:
+    """How a source's labels are stored: ``(("hub", "a"), ("ns", "b"))`` → ``"hub=a,ns=b"``
+    (labels arrive sorted by key)."""
+    return ",".join(f"{k}={v}" for k, v in labels)
+
+
 def parse_labels(text: str) -> dict[str, str]:
-    """A source's stored labels (``"hub=a,ns=b"``, written by
-    :func:`popcon.server.receive.ingest.labels_text`), as a dict."""
+    """A source's stored labels (:func:`labels_text`), as a dict."""
     if not text:
         return {}
     return dict(item.split("=", 1) for item in text.split(","))
