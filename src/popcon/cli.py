@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
+from .output import write_stdout
 
 # What the extra popcon[server] brings; `top` and friends need none of it.
 SERVER_DEPENDENCIES = frozenset({"traitlets", "tornado", "prometheus_client"})
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SERVER_COMMANDS:
         return _server_command(argv)
@@ -89,16 +91,7 @@ def main(argv: list | None = None) -> int:
     return 0
 
 
-def write_stdout(text: str) -> None:
-    """Write and flush; a reader gone early (``popcon status | head``) is no error."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _format_change(command: str, report: dict) -> str:
+def _format_change(command: str, report: dict[str, Any]) -> str:
     from .admin import enable as environment
 
     if command == "enable":
@@ -110,7 +103,7 @@ def _format_change(command: str, report: dict) -> str:
     return f"recording was not enabled in {report['site']}"
 
 
-def _server_command(argv: list) -> int:
+def _server_command(argv: list[str]) -> int:
     if argv[0] == "demo":
         from .admin.demo import main as demo_main
 

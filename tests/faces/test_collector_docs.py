@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from popcon.server.app import API_TOKEN_ENV, KEY_ENV, PopconServe, settings_markdown
+from popcon.server.app import PopconServe, settings_markdown
 from popcon.server.cli import COMMANDS, build_parser
+from popcon.server.settings import API_TOKEN_ENV, KEY_ENV
 from popcon.server.web.api import ENDPOINTS
 from popcon.server.web.metrics import METRICS
 

@@ -12,10 +12,10 @@ from apptestlib import NOW, ApiServer, sample_datagrams, store_datagrams
 from facestestlib import REPO_ROOT
 
 from popcon.server.query import answers
+from popcon.server.query.connection import connect_readonly
 from popcon.server.query.params import BadParameter
-from popcon.server.query.queries import connect_readonly
-from popcon.server.web.api import Reader, ServerContext
 from popcon.server.web.auth import TokenAuth
+from popcon.server.web.base import Reader, ServerContext
 from popcon.server.web.dashboard import (
     MAX_ROW_NAMES,
     STATIC_DIR,

@@ -1,4 +1,4 @@
-"""The JSON API through a real tornado server in the test process (tests/server/apptestlib.py).
+"""The JSON API through a real tornado server in the test process (apptestlib.ApiServer).
 
 The sample (``apptestlib.sample_datagrams``), stored an hour before ``NOW`` unless noted:
 

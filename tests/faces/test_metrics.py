@@ -10,7 +10,7 @@ from apptestlib import NOW, ApiServer, by_name, store_datagrams, use_datagram
 from prometheus_client.parser import text_string_to_metric_families
 
 from popcon.server.storage.schema import RESULT_REASONS
-from popcon.server.web.api import Reader
+from popcon.server.web.base import Reader
 from popcon.server.web.metrics import METRICS, make_registry
 
 

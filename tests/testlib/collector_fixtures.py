@@ -1,4 +1,5 @@
-"""Fixtures of the collector tests (tests/server/). Shared file: append, do not rewrite."""
+"""Fixtures of the collector and faces tests (tests/collector/, tests/faces/). Shared file:
+append, do not rewrite."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def make_ctx():
     clock stands at ``apptestlib.NOW``; readers are closed after the test."""
     from apptestlib import NOW
 
-    from popcon.server.web.api import Reader, ServerContext
     from popcon.server.web.auth import OpenAuth
+    from popcon.server.web.base import Reader, ServerContext
     from popcon.server.web.metrics import make_registry
 
     readers = []

@@ -1,51 +1,57 @@
-"""``popcon serve``: the collector as a traitlets application.
+"""``popcon serve``: the collector's application, and the one place that wires the rooms.
 
-The application only gathers settings (every one a trait with ``help=``, flags map onto them,
-``popcon_config.py`` can set them, secrets come from the environment) and then calls
-:func:`serve`, which starts the :class:`~popcon.server.receive.receiver.Collector` (UDP receiver and
-SQLite writer) and the tornado HTTP server, logs one line, and waits for SIGTERM/SIGINT.
+:class:`PopconServe` only gathers settings: every one a trait with ``help=``, flags map onto
+them, ``popcon_config.py`` can set them (``--generate-config`` writes one), secrets come from
+the environment. Its :meth:`~PopconServe.start` calls :func:`run` with the resolved
+:class:`~popcon.server.settings.ServeSettings`, and :func:`serve` does the work: it starts the
+:class:`~popcon.server.receive.receiver.Collector` (UDP receiver and SQLite writer), a
+:class:`~popcon.server.web.base.Reader` and the HTTP server with every face's routes
+(:func:`make_app`), logs one line, and waits for SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
-import re
 import signal
-import socket
 import sqlite3
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any
 
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application as WebApplication
 from traitlets import Bool, Int, TraitError, Unicode, default, validate
 from traitlets.config import Application
 from traitlets.config.loader import ArgumentError
 
 from popcon import __version__
-from popcon.protocol.decode import DEFAULT_STATSD_ENV, DEFAULT_STATSD_PREFIX
+from popcon.protocol import DEFAULT_COLLECTOR_PORT, DEFAULT_HTTP_PORT, DEFAULT_STATSD_PREFIX
+from popcon.protocol.decode import DEFAULT_STATSD_ENV
 from popcon.server.receive.receiver import Collector, parse_address
+from popcon.server.settings import (
+    API_TOKEN_ENV,
+    KEY_ENV,
+    ServeSettings,
+    check_flags,
+    default_db_path,
+    flag_reason,
+    one_line,
+    os_reason,
+    trait_reason,
+)
 from popcon.server.storage.schema import DAY, StoreSettings
-from popcon.server.web.auth import AUTH_MODES, Auth, OpenAuth, make_auth
+from popcon.server.web.api import api_routes
+from popcon.server.web.auth import OpenAuth, Route, make_auth
+from popcon.server.web.base import Reader, ServerContext, log_request, normalize_prefix
+from popcon.server.web.dashboard import dashboard_routes
 from popcon.server.web.hub import configure_from_hub
+from popcon.server.web.metrics import make_registry, metrics_routes
 
 log = logging.getLogger("popcon.serve")
-
-#: Environment variables ``popcon serve`` reads (secrets never come from flags or files).
-API_TOKEN_ENV = "POPCON_API_TOKEN"
-KEY_ENV = "POPCON_KEY"
-UDP_PORT = 8137
-HTTP_PORT = 8138
-
-
-def default_db_path(environ: dict[str, str] | None = None) -> str:
-    """``$XDG_DATA_HOME/popcon/popcon.sqlite``, else ``~/.local/share/popcon/popcon.sqlite``."""
-    environ = os.environ if environ is None else environ
-    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "popcon", "popcon.sqlite")
 
 
 class PopconServe(Application):
@@ -61,12 +67,12 @@ class PopconServe(Application):
     version = __version__
 
     udp = Unicode(
-        f"127.0.0.1:{UDP_PORT}",
+        f"127.0.0.1:{DEFAULT_COLLECTOR_PORT}",
         help="Address to receive datagrams on, HOST:PORT ([::1]:PORT for IPv6; port 0 picks a "
         "free one).",
     ).tag(config=True)
     http = Unicode(
-        f"127.0.0.1:{HTTP_PORT}",
+        f"127.0.0.1:{DEFAULT_HTTP_PORT}",
         help="Address to serve the HTTP API and /metrics on, HOST:PORT (port 0 picks a free one).",
     ).tag(config=True)
     db = Unicode(
@@ -129,7 +135,7 @@ class PopconServe(Application):
         False, help="Write a commented configuration file to --config and exit."
     ).tag(config=True)
 
-    aliases: ClassVar[dict[str, Any]] = {
+    aliases = {  # noqa: RUF012 - traitlets declares it an instance attribute, not a ClassVar
         "udp": "PopconServe.udp",
         "http": "PopconServe.http",
         "db": "PopconServe.db",
@@ -146,7 +152,7 @@ class PopconServe(Application):
         "config": "PopconServe.config_file",
         "log-level": "Application.log_level",
     }
-    flags: ClassVar[dict[str, Any]] = {
+    flags = {  # noqa: RUF012 - traitlets declares it an instance attribute, not a ClassVar
         "open": ({"PopconServe": {"open": True}}, open.help),
         "metrics-open": ({"PopconServe": {"metrics_open": True}}, metrics_open.help),
         "generate-config": ({"PopconServe": {"generate_config": True}}, generate_config.help),
@@ -181,40 +187,42 @@ class PopconServe(Application):
 
     @validate("min_count")
     def _check_min_count(self, proposal: Any) -> int:
-        if proposal["value"] < 1:
+        value: int = proposal["value"]
+        if value < 1:
             raise ValueError("--min-count: expected at least 1")
-        return proposal["value"]
+        return value
 
     @validate("udp", "http")
     def _check_address(self, proposal: Any) -> str:
-        name = proposal["trait"].name
+        value: str = proposal["value"]
         try:
-            parse_address(proposal["value"], 0)
+            parse_address(value, 0)
         except ValueError as error:
-            raise ValueError(f"--{name}: {error}") from None
-        return proposal["value"]
+            raise ValueError(f"--{proposal['trait'].name}: {error}") from None
+        return value
 
-    def initialize(self, argv: Sequence[str] | None = None) -> None:
-        """Parse flags (``ValueError`` names a bad one) and load the configuration file."""
+    def initialize(self, argv: list[str] | None = None) -> None:
+        """Parse the flags, then load the configuration file (the flags win over it).
+
+        A bad flag raises ``ValueError`` naming it, where traitlets would log and exit.
+        """
         argv = list(sys.argv[1:] if argv is None else argv)
         check_flags(argv, self.aliases, self.flags)
         try:
-            # undecorated: traitlets would log and exit instead of raising
-            Application.parse_command_line.__wrapped__(self, argv)  # type: ignore[attr-defined]
+            inspect.unwrap(Application.parse_command_line)(self, argv)
         except (TraitError, ArgumentError) as error:
             raise ValueError(trait_reason(str(error))) from None
         if self.extra_args:
             raise ValueError(f"unexpected argument {self.extra_args[0]!r}")
         if self.config_file and os.path.exists(self.config_file) and not self.generate_config:
             self.load_config_file(self.config_file)
-            # the command line wins over the file
-            self.update_config(self.cli_config)
 
     def start(self) -> None:
+        """Write the configuration file (``--generate-config``), or run the collector."""
         if self.generate_config:
-            write_config_file(self, self.config_file)
-            return
-        self.exit(run(self.serve_settings()))
+            self.write_config_file()
+        else:
+            run(self.serve_settings())
 
     def serve_settings(self) -> ServeSettings:
         """The settings resolved into what :func:`serve` takes; ``ValueError`` names the flag."""
@@ -232,10 +240,10 @@ class PopconServe(Application):
             raise ValueError(flag_reason(str(error))) from None
         token = os.environ.get(API_TOKEN_ENV, "")
         key = os.environ.get(KEY_ENV, "")
-        mode = configure_from_hub(self) or ("open" if self.open else "token")  # issue 4: Hub
+        mode = configure_from_hub(self) or ("open" if self.open else "token")
         return ServeSettings(
-            udp=parse_address(self.udp, UDP_PORT),
-            http=parse_address(self.http, HTTP_PORT),
+            udp=parse_address(self.udp, DEFAULT_COLLECTOR_PORT),
+            http=parse_address(self.http, DEFAULT_HTTP_PORT),
             db=os.path.expanduser(self.db),
             store=store,
             min_count=self.min_count,
@@ -247,34 +255,17 @@ class PopconServe(Application):
             base_url=self.base_url,
         )
 
-
-def check_flags(argv: Sequence[str], aliases: dict[str, Any], flags: dict[str, Any]) -> None:
-    """Refuse a flag ``popcon serve`` does not know (traitlets would only warn)."""
-    known = {"help", "help-all", "version", *aliases, *flags}
-    for arg in argv:
-        if arg == "--":
-            break
-        if not arg.startswith("-") or arg == "-":
-            continue
-        name = arg.lstrip("-").split("=", 1)[0]
-        if name in flags and "=" in arg:
-            raise ValueError(f"--{name}: takes no value")
-        if name in known or ("." in name and name.split(".")[0] in ("PopconServe", "Application")):
-            continue
-        raise ValueError(f"{arg.split('=', 1)[0]}: unknown flag (see popcon serve --help)")
-
-
-def trait_reason(message: str) -> str:
-    """traitlets' "The 'min_count' trait of a PopconServe instance expected an int, not the
-    str 'abc'." → "--min-count: expected an int, not the str 'abc'"."""
-    match = re.search(r"The '(\w+)' trait of an? \w+ instance (.*?)\.?$", message.strip())
-    if match:
-        return f"--{match.group(1).replace('_', '-')}: {match.group(2)}"
-    return message.strip().splitlines()[0] if message.strip() else "bad flag"
+    def write_config_file(self) -> None:
+        """Write the commented configuration of every setting; refuse to overwrite a file."""
+        target = Path(self.config_file)
+        if target.exists():
+            raise FileExistsError(f"--generate-config: {target} exists; remove it or pass --config")
+        target.write_text(self.generate_config_file() + "\n", encoding="utf-8")
+        print(f"wrote {target}")
 
 
 #: How ``settings_markdown`` shows defaults computed at run time.
-_SHOWN_DEFAULTS = {"db": "`$XDG_DATA_HOME/popcon/popcon.sqlite`"}
+_SHOWN_DEFAULTS = {"db": "`$XDG_DATA_HOME/popcon/popcon.sqlite`", "log_level": "`INFO`"}
 
 
 def settings_markdown() -> str:
@@ -293,8 +284,6 @@ def settings_markdown() -> str:
         owner = "Application" if name == "log_level" else "PopconServe"
         if name in _SHOWN_DEFAULTS:
             shown = _SHOWN_DEFAULTS[name]
-        elif name == "log_level":
-            shown = "`INFO`"
         elif isinstance(trait.default_value, str):
             shown = f"`{trait.default_value}`"
         else:
@@ -305,91 +294,25 @@ def settings_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-def flag_reason(reason: str) -> str:
-    """``"bucket_width: expected …"`` → ``"--bucket-width: expected …"``."""
-    name, sep, rest = reason.partition(":")
-    if sep and name.isidentifier():
-        flag = {"retention": "retention-days"}.get(name, name.replace("_", "-"))
-        return f"--{flag}:{rest}"
-    return reason
+# -- the rooms, wired together ------------------------------------------------------------------
 
 
-def write_config_file(app: Application, path: str) -> None:
-    """Write the commented configuration of every setting; refuse to overwrite a file."""
-    target = Path(path)
-    if target.exists():
-        raise FileExistsError(f"--generate-config: {target} exists; remove it or pass --config")
-    target.write_text(app.generate_config_file() + "\n", encoding="utf-8")
-    print(f"wrote {target}")
+def make_app(ctx: ServerContext, prefix: str = "/") -> WebApplication:
+    """Every face under ``prefix``: the API, /metrics, what the auth policy needs (a Hub
+    OAuth callback) and the dashboard."""
+    base = normalize_prefix(prefix)
+    routes: list[Route] = [
+        *api_routes(ctx, base),
+        *metrics_routes(ctx, base),
+        *ctx.api_auth.routes(base),
+        *dashboard_routes(ctx, base),
+    ]
+    return WebApplication(routes, log_function=log_request)
 
 
-@dataclass
-class ServeSettings:
-    """Everything :func:`serve` needs, resolved (addresses parsed, secrets read)."""
-
-    udp: tuple
-    http: tuple
-    db: str
-    store: StoreSettings
-    min_count: int
-    api_auth: Auth
-    metrics_auth: Auth
-    key: bytes | None
-    statsd_prefix: str
-    statsd_env: str
-    base_url: str = "/"
-
-
-def _bind_http(address: tuple) -> list[socket.socket]:
-    from tornado.netutil import bind_sockets
-
-    host, port = address
-    return bind_sockets(port, host)
-
-
-def format_address(address: tuple) -> str:
-    return f"{url_host(address[0])}:{address[1]}"
-
-
-def reason_of(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or one_line(error)
-
-
-def start_collector(collector: Collector, settings: ServeSettings) -> None:
-    """Start the writer and the receiver; an error names the flag it comes from."""
-    try:
-        collector.writer.start()
-    except (OSError, sqlite3.Error) as error:
-        raise OSError(f"--db {settings.db}: {reason_of(error)}") from None
-    try:
-        collector.receiver.start()
-    except OSError as error:
-        collector.writer.stop()
-        raise OSError(f"--udp {format_address(settings.udp)}: {reason_of(error)}") from None
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-async def serve(
-    settings: ServeSettings,
-    *,
-    stop: asyncio.Event | None = None,
-    on_ready: Callable[[dict[str, str]], None] | None = None,
-    extra_routes: Sequence[tuple] = (),
-) -> None:
-    """Run the collector until ``stop`` is set (or SIGTERM/SIGINT), then stop cleanly.
-
-    ``on_ready`` receives the addresses actually bound (``udp``, ``http``, ``db``) once both
-    sides listen; the log line says the same.
-    """
-    from tornado.httpserver import HTTPServer
-
-    from popcon.server.web.api import Reader, ServerContext, make_app, normalize_prefix
-    from popcon.server.web.metrics import make_registry
-
-    stop = stop or asyncio.Event()
+def start_collector(settings: ServeSettings) -> Collector:
+    """The receiver and the writer, started; an error names the flag of the part that failed
+    (the store's errors are SQLite's or name a file; the receiver's are its socket's)."""
     collector = Collector(
         settings.db,
         settings.udp,
@@ -398,7 +321,27 @@ async def serve(
         statsd_prefix=settings.statsd_prefix,
         statsd_env=settings.statsd_env,
     )
-    start_collector(collector, settings)
+    try:
+        collector.start()
+    except sqlite3.Error as error:
+        raise OSError(f"--db {settings.db}: {one_line(error)}") from None
+    except OSError as error:
+        flag = f"--db {settings.db}" if error.filename else f"--udp {host_port(settings.udp)}"
+        raise OSError(f"{flag}: {os_reason(error)}") from None
+    return collector
+
+
+def host_port(address: tuple[str, int]) -> str:
+    """``127.0.0.1:8137``, ``[::1]:8137``."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(settings: ServeSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the collector until ``stop`` is set, then stop cleanly: receive no more, write
+    everything received, close."""
+    stop = stop or asyncio.Event()
+    collector = start_collector(settings)
     reader = Reader(settings.db)
     server = None
     try:
@@ -410,31 +353,23 @@ async def serve(
             registry=make_registry(reader.connection, settings.min_count),
         )
         try:
-            sockets = _bind_http(settings.http)
+            sockets = bind_sockets(settings.http[1], settings.http[0])
         except OSError as error:
-            raise OSError(f"--http {format_address(settings.http)}: {reason_of(error)}") from None
-        server = HTTPServer(make_app(ctx, settings.base_url, extra_routes))
+            raise OSError(f"--http {host_port(settings.http)}: {os_reason(error)}") from None
+        server = HTTPServer(make_app(ctx, settings.base_url))
         server.add_sockets(sockets)
-        udp_host, udp_port = collector.address[:2]
-        http_host, http_port = sockets[0].getsockname()[:2]
-        where = {
-            "udp": f"udp://{url_host(udp_host)}:{udp_port}",
-            "http": f"http://{url_host(http_host)}:{http_port}{normalize_prefix(settings.base_url)}",
-            "db": str(Path(settings.db).resolve()),
-        }
-        key_note = "signed datagrams only" if settings.key else "unsigned datagrams accepted"
         log.info(
-            "popcon %s listening on %s and %s, storing in %s (api: %s, metrics: %s, %s)",
+            "popcon %s listening on udp://%s and http://%s%s, storing in %s (api: %s, "
+            "metrics: %s, %s)",
             __version__,
-            where["udp"],
-            where["http"],
-            where["db"],
+            host_port(collector.address),
+            host_port(sockets[0].getsockname()),
+            normalize_prefix(settings.base_url),
+            Path(settings.db).resolve(),
             settings.api_auth.describe(),
             settings.metrics_auth.describe(),
-            key_note,
+            "signed datagrams only" if settings.key else "unsigned datagrams accepted",
         )
-        if on_ready is not None:
-            on_ready(where)
         await stop.wait()
     finally:
         if server is not None:
@@ -444,10 +379,10 @@ async def serve(
     log.info("popcon stopped; everything received was written to %s", settings.db)
 
 
-def run(settings: ServeSettings) -> int:
-    """``serve`` in a new event loop, stopped by SIGTERM or SIGINT; the exit status."""
+def run(settings: ServeSettings) -> None:
+    """:func:`serve` in a new event loop, stopped by SIGTERM or SIGINT."""
 
-    async def main() -> None:
+    async def until_signalled() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -457,28 +392,17 @@ def run(settings: ServeSettings) -> int:
                 signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
         await serve(settings, stop=stop)
 
-    asyncio.run(main())
-    return 0
+    asyncio.run(until_signalled())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``popcon serve [flags]``: the exit status; a bad flag or setting is one line on stderr."""
-    app = PopconServe()
+def main(argv: list[str] | None = None) -> int:
+    """``popcon serve [flags]``: the exit status; a bad flag or setting is one line on stderr
+    (status 2), an address or database that cannot be used too (status 1)."""
     try:
-        app.initialize(list(argv) if argv is not None else None)
-        if app.generate_config:
-            write_config_file(app, app.config_file)
-            return 0
-        settings = app.serve_settings()
-        return run(settings)
+        PopconServe.launch_instance(argv)
     except (ValueError, OSError) as error:
         print(f"popcon serve: {one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, ValueError) else 1
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip() or error.__class__.__name__
-    return text.splitlines()[0]
-
-
-__all__ = ["AUTH_MODES", "PopconServe", "ServeSettings", "default_db_path", "main", "serve"]
+    finally:
+        PopconServe.clear_instance()  # one application per call (tests call main again)
+    return 0

@@ -23,15 +23,20 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
-from popcon.cli import write_stdout
-from popcon.server.query import answers, queries
-from popcon.server.query.params import BadParameter, canonical_library
+from popcon.output import write_stdout
+from popcon.server.query import answers
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.params import BadParameter, QueryError, canonical_library
 from popcon.server.tables import Column, render_csv, render_json, render_table
 
 DEFAULT_SERVER = "http://127.0.0.1:8138/"
 API_TOKEN_ENV = "POPCON_API_TOKEN"
 #: Seconds an HTTP request to the collector may take.
 HTTP_TIMEOUT = 30.0
+
+
+#: Where a command's answers come from: (API path, parameters) → the API's JSON answer.
+Fetch = Callable[[str, Mapping[str, str]], dict[str, Any]]
 
 
 class CommandError(Exception):
@@ -57,7 +62,8 @@ def fetch_http(server: str, path: str, params: Mapping[str, str]) -> dict[str, A
         request.add_header("Authorization", f"token {token}")
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-            return json.loads(response.read().decode("utf-8"))
+            answer: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+            return answer
     except urllib.error.HTTPError as error:
         try:
             reason = json.loads(error.read().decode("utf-8"))["error"]
@@ -78,7 +84,7 @@ def fetch_http(server: str, path: str, params: Mapping[str, str]) -> dict[str, A
 def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> dict[str, Any]:
     """The same answer as the API, read from the database file (read-only)."""
     try:
-        conn = queries.connect_readonly(db)
+        conn = connect_readonly(db)
     except (FileNotFoundError, OSError) as error:
         raise CommandError(str(error)) from None
     try:
@@ -88,7 +94,7 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
             answer = answers.library_answer(conn, name, params, now=now, min_count=min_count)
         else:
             answer = answers.ANSWERS[path](conn, params, now=now, min_count=min_count)
-    except (BadParameter, queries.QueryError) as error:
+    except (BadParameter, QueryError) as error:
         raise CommandError(str(error), 2) from None
     except Exception as error:  # sqlite3.Error and friends: one line, not a traceback
         raise CommandError(f"cannot read {db}: {error}") from None
@@ -99,7 +105,7 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
     return answer
 
 
-def fetcher(args: argparse.Namespace) -> Callable[[str, Mapping[str, str]], dict[str, Any]]:
+def fetcher(args: argparse.Namespace) -> Fetch:
     if args.db:
         return lambda path, params: fetch_db(args.db, path, params, args.min_count)
     return lambda path, params: fetch_http(args.server, path, params)
@@ -242,7 +248,7 @@ def _hidden_note(answer: Mapping[str, Any]) -> str:
     return f'; counts under {n} shown as "fewer than {n}"' if n and n > 1 else ""
 
 
-def command_top(args: argparse.Namespace, fetch: Callable) -> Shown:
+def command_top(args: argparse.Namespace, fetch: Fetch) -> Shown:
     params = window_params(args, "6h")
     for item in args.label:
         key, sep, value = item.partition("=")
@@ -266,7 +272,7 @@ def command_top(args: argparse.Namespace, fetch: Callable) -> Shown:
     return Shown(answer, columns, rows, caption)
 
 
-def command_unused(args: argparse.Namespace, fetch: Callable) -> Shown:
+def command_unused(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = fetch("unused", window_params(args, "30d"))
     rows = [
         {"env": env["env"], "name": lib["name"], "version": lib["version"]}
@@ -282,7 +288,7 @@ def _versions_text(versions: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"{v['version']} ({v['processes']})" for v in versions)
 
 
-def command_user_installed(args: argparse.Namespace, fetch: Callable) -> Shown:
+def command_user_installed(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = fetch("user-installed", window_params(args, "30d"))
     rows = [
         {**row, "versions_text": _versions_text(row["versions"])} for row in answer["libraries"]
@@ -297,7 +303,7 @@ def command_user_installed(args: argparse.Namespace, fetch: Callable) -> Shown:
     return Shown(answer, columns, rows, caption)
 
 
-def _library(args: argparse.Namespace, fetch: Callable) -> dict[str, Any]:
+def _library(args: argparse.Namespace, fetch: Fetch) -> dict[str, Any]:
     try:
         name = canonical_library(args.library)
     except BadParameter as error:
@@ -313,7 +319,7 @@ def direct_share(answer: Mapping[str, Any]) -> float | None:
     return None
 
 
-def command_why(args: argparse.Namespace, fetch: Callable) -> Shown:
+def command_why(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = _library(args, fetch)
     share = direct_share(answer)
     share_text = f"{share:.0%}" if share is not None else "-"
@@ -329,14 +335,14 @@ def command_why(args: argparse.Namespace, fetch: Callable) -> Shown:
     return Shown(answer, [("IMPORTER", "importer"), ("PROCESSES", "processes")], rows, caption)
 
 
-def command_versions(args: argparse.Namespace, fetch: Callable) -> Shown:
+def command_versions(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = _library(args, fetch)
     caption = f"Versions of {answer['name']} in use {_window_text(answer)}{_hidden_note(answer)}"
     rows = list(answer["versions"])
     return Shown(answer, [("VERSION", "version"), ("PROCESSES", "processes")], rows, caption)
 
 
-def command_envs(args: argparse.Namespace, fetch: Callable) -> Shown:
+def command_envs(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = fetch("environments", {})
     rows = [
         {
@@ -360,7 +366,7 @@ def command_envs(args: argparse.Namespace, fetch: Callable) -> Shown:
     return Shown(answer, columns, rows, f"Environments{_hidden_note(answer)}")
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Callable], Shown]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Fetch], Shown]] = {
     "top": command_top,
     "unused": command_unused,
     "user-installed": command_user_installed,

@@ -21,6 +21,9 @@ from typing import Any, Callable
 
 from tornado.web import RequestHandler
 
+#: A tornado route: (URL pattern, handler class, the handler's ``initialize`` arguments).
+Route = tuple[str, type[RequestHandler], dict[str, Any]]
+
 #: The user an ``OpenAuth`` or ``TokenAuth`` request runs as (there are no accounts).
 ANONYMOUS = {"name": "anonymous"}
 TOKEN_USER = {"name": "token"}
@@ -29,7 +32,7 @@ TOKEN_USER = {"name": "token"}
 class Auth:
     """A policy deciding who may read. Subclasses override ``authenticate`` and ``refuse``."""
 
-    #: The name given to ``popcon serve --auth`` and shown in the start-up log line.
+    #: The policy's name, as ``make_auth`` takes it and the start-up log line shows it.
     mode = "closed"
 
     async def authenticate(self, handler: RequestHandler) -> dict[str, Any] | None:
@@ -40,7 +43,7 @@ class Auth:
         """Answer a request that ``authenticate`` turned down (status and one-line reason)."""
         send_error(handler, 403, "the API is closed: set POPCON_API_TOKEN or start with --open")
 
-    def routes(self, prefix: str) -> list[tuple]:
+    def routes(self, prefix: str) -> list[Route]:
         """Extra routes this policy needs (an OAuth callback), under ``prefix``."""
         return []
 
@@ -99,8 +102,8 @@ def send_error(handler: RequestHandler, status: int, reason: str) -> None:
     handler.finish(json.dumps({"error": reason.splitlines()[0] if reason else ""}) + "\n")
 
 
-#: Auth policies by the name ``popcon serve --auth`` takes. Each factory receives the API token
-#: from the environment (possibly empty).
+#: Auth policies by name (``popcon serve`` picks one at start-up). Each factory receives the API
+#: token from the environment (possibly empty).
 AUTH_MODES: dict[str, Callable[[str], Auth]] = {
     "token": TokenAuth,
     "open": lambda _token: OpenAuth(),

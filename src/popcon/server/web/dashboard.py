@@ -41,7 +41,8 @@ from popcon.server.query.params import (
     iso,
     parse_time,
 )
-from popcon.server.web.api import BaseHandler, ServerContext, normalize_prefix
+from popcon.server.web.auth import Auth, Route
+from popcon.server.web.base import BaseHandler, ServerContext, normalize_prefix
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The views the page draws; each is also a path the page is served at.
@@ -73,10 +74,6 @@ def slice_edges(start: int, end: int, width: int, target: int = TARGET_SLICES) -
     edges = list(range(start, end, step))
     edges.append(end)
     return edges
-
-
-def _window_only(params: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
-    return {key: value for key, value in params.items() if key in names}
 
 
 def _api_params(params: Mapping[str, str], allowed: tuple[str, ...]) -> dict[str, str]:
@@ -216,8 +213,8 @@ class PageHandler(BaseHandler):
     #: A Hub login sends this page's visitors through the Hub instead of answering 401.
     serves_page = True
 
-    def initialize(self, ctx: ServerContext, prefix: str) -> None:  # type: ignore[override]
-        super().initialize(ctx)
+    def initialize(self, ctx: ServerContext, auth: Auth | None = None, prefix: str = "/") -> None:
+        super().initialize(ctx, auth)
         self.prefix = prefix
 
     async def prepare(self) -> None:
@@ -258,16 +255,17 @@ class StaticHandler(StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", f"max-age={self.get_cache_time(path, self.modified, '')}")
 
 
 _NAME = r"([^/?#]+)"
 
 
-def dashboard_routes(ctx: ServerContext, prefix: str = "/") -> list[tuple]:
-    """The dashboard's routes under ``prefix``, beside the API's (``http.make_routes``)."""
+def dashboard_routes(ctx: ServerContext, prefix: str = "/") -> list[Route]:
+    """The dashboard's routes under ``prefix``."""
     base = normalize_prefix(prefix)
     page = {"ctx": ctx, "prefix": base}
-    routes: list[tuple] = [
+    routes: list[Route] = [
         (base + re.escape(view) if view else base, PageHandler, page) for view in VIEWS
     ]
     routes.append((base + "library/" + _NAME, PageHandler, page))

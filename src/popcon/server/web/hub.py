@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 from tornado.httputil import url_concat
 from tornado.web import RequestHandler
 
-from popcon.server.web.auth import AUTH_MODES, TOKEN_USER, Auth, request_token, send_error
+from popcon.server.web.auth import AUTH_MODES, TOKEN_USER, Auth, Route, request_token, send_error
 
 HUB_MODE = "hub"
 #: The variables whose presence means "running as a Hub service".
@@ -179,7 +179,7 @@ class HubLoginAuth(Auth):
         )
         return url_concat(self.hub_auth.login_url, params)
 
-    def routes(self, prefix: str) -> list[tuple]:
+    def routes(self, prefix: str) -> list[Route]:
         """The OAuth callback, at the path of the callback URL the Hub registered."""
         path = urlparse(self.hub_auth.oauth_redirect_uri).path or prefix + "oauth_callback"
         return [(path, oauth_callback_handler(), {"auth": self})]
@@ -190,11 +190,11 @@ class HubLoginAuth(Auth):
         return f"JupyterHub login with {scopes}{token}"
 
 
-def oauth_callback_handler() -> type:
+def oauth_callback_handler() -> type[RequestHandler]:
     """``HubOAuthCallbackHandler`` bound to our ``HubOAuth`` (imported only in Hub mode)."""
     from jupyterhub.services.auth import HubOAuthCallbackHandler
 
-    class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    class OAuthCallbackHandler(HubOAuthCallbackHandler):  # type: ignore[misc]  # jupyterhub is untyped
         def initialize(self, auth: HubLoginAuth) -> None:
             self.hub_auth = auth.hub_auth
             auth.ensure_cookie_secret(self)

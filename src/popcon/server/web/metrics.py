@@ -27,10 +27,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from popcon.server.query import queries
+from popcon.server.query import totals
 from popcon.server.query.privacy import is_hidden
 from popcon.server.storage.schema import RESULT_REASONS
-from popcon.server.web.api import BaseHandler
+from popcon.server.web.auth import Route
+from popcon.server.web.base import BaseHandler, ServerContext, normalize_prefix
 
 #: Every metric family, as documented in docs/collector.md (a test keeps them in step):
 #: name (without ``_total``) → (help, labels).
@@ -69,23 +70,24 @@ def collect_families(conn: sqlite3.Connection, min_count: int) -> list[Metric]:
     """The metric families from the totals in the database (a plain function, for tests)."""
     processes = _family("popcon_library_processes")
     upgrades = _family("popcon_library_upgrades")
-    for row in queries.library_process_totals(conn):
-        if is_hidden(row.count, min_count):
+    for total in totals.library_process_totals(conn):
+        if is_hidden(total.records, min_count):
             continue
-        if row.level == "upgrade":
-            upgrades.add_metric([row.library, row.env], row.count)
+        if total.level == "upgrade":
+            upgrades.add_metric([total.library, total.env], total.records)
         else:
-            processes.add_metric([row.library, row.env, row.level], row.count)
+            processes.add_metric([total.library, total.env, total.level], total.records)
     versions = _family("popcon_library_version_processes")
-    for row in queries.library_version_totals(conn):
-        if not is_hidden(row.count, min_count):
-            versions.add_metric([row.library, row.version, row.env], row.count)
+    for version_total in totals.library_version_totals(conn):
+        if not is_hidden(version_total.processes, min_count):
+            labels = [version_total.library, version_total.version, version_total.env]
+            versions.add_metric(labels, version_total.processes)
     reports = _family("popcon_reports")
-    for row in queries.report_totals(conn):
-        if not is_hidden(row.count, min_count):
-            reports.add_metric([row.env], row.count)
+    for report_total in totals.report_totals(conn):
+        if not is_hidden(report_total.processes, min_count):
+            reports.add_metric([report_total.env], report_total.processes)
     datagrams = _family("popcon_datagrams")
-    counts = dict(queries.datagram_totals(conn))
+    counts = dict(totals.datagram_totals(conn))
     for result in sorted(set(RESULT_REASONS) | set(counts)):
         datagrams.add_metric([result], counts.get(result, 0))
     return [processes, upgrades, versions, reports, datagrams]
@@ -119,6 +121,7 @@ class MetricsHandler(BaseHandler):
 
     async def get(self) -> None:
         registry = self.ctx.registry
+        assert registry is not None  # metrics_routes serves /metrics only with a registry
         try:
             body = await self.ctx.reader.run(lambda _conn: generate_latest(registry))
         except (sqlite3.Error, FileNotFoundError) as error:
@@ -128,3 +131,16 @@ class MetricsHandler(BaseHandler):
             return
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(body)
+
+
+def metrics_routes(ctx: ServerContext, prefix: str = "/") -> list[Route]:
+    """``<prefix>metrics``, when the context has a registry (none: no /metrics)."""
+    if ctx.registry is None:
+        return []
+    return [
+        (
+            normalize_prefix(prefix) + "metrics",
+            MetricsHandler,
+            {"ctx": ctx, "auth": ctx.metrics_auth},
+        )
+    ]
