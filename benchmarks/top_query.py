@@ -1,5 +1,5 @@
 """Top-query benchmark: a year of data for 2,000 libraries in 20 environments; p95 of the
-30-day ``top`` (``queries.libraries``) and the database size.
+30-day ``top`` (``popcon.server.query.libraries``) and the database size.
 
     python benchmarks/top_query.py            # build a year (a few minutes), then query
     python benchmarks/top_query.py --quick    # 40 days, fewer libraries (seconds)
@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from workload import environment_names, library_names, zipf_weights
 
-from popcon.server.query import queries
-from popcon.server.receive.ingest import Catalog, Limits, Pending
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.libraries import libraries
 from popcon.server.storage.persist import roll_up, sweep, write_job
+from popcon.server.storage.rows import Catalog, Limits, Pending
 from popcon.server.storage.schema import DAY, StoreSettings, connect_writer
 
 HOUR = 3600
@@ -162,31 +163,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, help="keep the database here (reused if present)")
     parser.add_argument("--repeat", type=int, default=100, help="queries timed per figure")
     args = parser.parse_args(argv)
-    days, libraries, installed = (40, 400, 150) if args.quick else (365, 2000, 600)
+    days, libs, installed = (40, 400, 150) if args.quick else (365, 2000, 600)
     now = 1_793_577_600 + 400 * DAY + 13 * HOUR + 7 * 60  # a Thursday afternoon
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or Path(tmp) / "year.sqlite"
         if not path.exists():
-            year = Year(libraries, 20, installed)
+            year = Year(libs, 20, installed)
             seconds = build(path, now, days, year)
-            print(f"built {days} days, {libraries:,} libraries, 20 environments in {seconds:.0f} s")
+            print(f"built {days} days, {libs:,} libraries, 20 environments in {seconds:.0f} s")
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-        conn = queries.connect_readonly(path)
+        conn = connect_readonly(path)
         rows = conn.execute("SELECT COUNT(*) FROM usage_by_source").fetchone()[0]
         print(f"database: {size / 2**20:,.1f} MiB, {rows:,} usage rows")
         window = (now - 30 * DAY, now)
-        top = queries.libraries(conn, *window, now=now)
+        top = libraries(conn, *window, now=now)
         print(
             f"30-day top: {len(top['libraries'])} libraries, step {top['step']} s, "
             f"{top['from']} .. {top['until']}"
         )
         figures = {
-            "top --since 30d": lambda: queries.libraries(conn, *window, now=now),
-            "top --since 30d --env E": lambda: queries.libraries(
-                conn, *window, env=year_env(), now=now
-            ),
-            "top --since 7d": lambda: queries.libraries(conn, now - 7 * DAY, now, now=now),
-            "top --since 6h": lambda: queries.libraries(conn, now - 6 * HOUR, now, now=now),
+            "top --since 30d": lambda: libraries(conn, *window, now=now),
+            "top --since 30d --env E": lambda: libraries(conn, *window, env=year_env(), now=now),
+            "top --since 7d": lambda: libraries(conn, now - 7 * DAY, now, now=now),
+            "top --since 6h": lambda: libraries(conn, now - 6 * HOUR, now, now=now),
             "baseline: 30 days from hourly buckets": lambda: hourly_top(conn, *window),
         }
         results = {}

@@ -7,7 +7,16 @@ import sqlite3
 import pytest
 from storetestlib import DAY, HOUR, PANDAS_PROCESS, T0, ingest, inventory_datagrams, use_datagram
 
-from popcon.server.query import queries
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.environments import environments, unused, user_installed
+from popcon.server.query.libraries import libraries, library_detail
+from popcon.server.query.params import QueryError
+from popcon.server.query.totals import (
+    datagram_totals,
+    library_process_totals,
+    library_version_totals,
+    report_totals,
+)
 from popcon.server.storage.schema import RESULT_REASONS
 
 RESEARCH = [("hub", "research"), ("zone", "eu")]
@@ -64,7 +73,7 @@ def sample(store_writer, fake_clock):
     timed += [(NOW - 2 * HOUR, d) for d in inventory_datagrams("img:a", dists, parts=2)]
     timed += [(NOW - 2 * HOUR, b"junk"), (NOW - 2 * HOUR, b"popcon/1 use 0\n")]
     ingest(writer, timed)
-    conn = queries.connect_readonly(writer.path)
+    conn = connect_readonly(writer.path)
     yield conn
     conn.close()
 
@@ -85,7 +94,7 @@ def _names(answer: dict) -> dict:
 def test_a_window_is_answered_at_a_resolution_fitting_its_length(
     sample, since, step, start
 ) -> None:
-    answer = queries.libraries(sample, NOW - since, NOW, now=NOW)
+    answer = libraries(sample, NOW - since, NOW, now=NOW)
     assert (answer["step"], answer["from"], answer["until"]) == (
         step,
         start,
@@ -94,36 +103,33 @@ def test_a_window_is_answered_at_a_resolution_fitting_its_length(
 
 
 def test_libraries_are_sorted_by_processes_with_direct_and_transitive(sample) -> None:
-    answer = queries.libraries(sample, NOW - 6 * HOUR, NOW, now=NOW)
+    answer = libraries(sample, NOW - 6 * HOUR, NOW, now=NOW)
     assert answer["libraries"] == [
         {"name": "numpy", "processes": 8, "direct": 4, "transitive": 4},
         {"name": "pandas", "processes": 5, "direct": 5, "transitive": 0},
         {"name": "python-dateutil", "processes": 5, "direct": 0, "transitive": 5},
         {"name": "polars", "processes": 1, "direct": 1, "transitive": 0},
     ]
-    month = _names(queries.libraries(sample, NOW - 30 * DAY, NOW, now=NOW))
+    month = _names(libraries(sample, NOW - 30 * DAY, NOW, now=NOW))
     assert month["scipy"]["processes"] == 2 and "matplotlib" not in month
-    assert "matplotlib" in _names(queries.libraries(sample, NOW - 40 * DAY, NOW, now=NOW))
+    assert "matplotlib" in _names(libraries(sample, NOW - 40 * DAY, NOW, now=NOW))
 
 
 def test_filters_restrict_what_is_counted(sample) -> None:
     window = (sample, NOW - 6 * HOUR, NOW)
-    assert set(_names(queries.libraries(*window, env="img:b", now=NOW))) == {"numpy", "polars"}
-    by_label = queries.libraries(*window, labels=[("hub", "research")], now=NOW)
+    assert set(_names(libraries(*window, env="img:b", now=NOW))) == {"numpy", "polars"}
+    by_label = libraries(*window, labels=[("hub", "research")], now=NOW)
     assert _names(by_label)["numpy"]["processes"] == 5
     assert (
-        queries.libraries(*window, labels=[("hub", "research"), ("zone", "us")], now=NOW)[
-            "libraries"
-        ]
-        == []
+        libraries(*window, labels=[("hub", "research"), ("zone", "us")], now=NOW)["libraries"] == []
     )
-    direct = _names(queries.libraries(*window, level="direct", now=NOW))
+    direct = _names(libraries(*window, level="direct", now=NOW))
     assert direct["numpy"] == {"name": "numpy", "processes": 4, "direct": 4, "transitive": 0}
     assert "python-dateutil" not in direct
-    transitive = _names(queries.libraries(*window, level="transitive", now=NOW))
+    transitive = _names(libraries(*window, level="transitive", now=NOW))
     assert transitive["numpy"]["processes"] == 4
-    assert set(_names(queries.libraries(*window, origin="user", now=NOW))) == {"numpy", "polars"}
-    assert queries.libraries(*window, env="nowhere", now=NOW)["libraries"] == []
+    assert set(_names(libraries(*window, origin="user", now=NOW))) == {"numpy", "polars"}
+    assert libraries(*window, env="nowhere", now=NOW)["libraries"] == []
 
 
 @pytest.mark.parametrize(
@@ -131,17 +137,17 @@ def test_filters_restrict_what_is_counted(sample) -> None:
     [({"level": "sideways"}, "^level:"), ({"origin": "site"}, "^origin:")],
 )
 def test_bad_filters_are_refused_with_a_reason(sample, kwargs, message) -> None:
-    with pytest.raises(queries.QueryError, match=message):
-        queries.libraries(sample, NOW - HOUR, NOW, now=NOW, **kwargs)
+    with pytest.raises(QueryError, match=message):
+        libraries(sample, NOW - HOUR, NOW, now=NOW, **kwargs)
 
 
 def test_an_empty_window_is_refused(sample) -> None:
-    with pytest.raises(queries.QueryError, match=r"^from:"):
-        queries.libraries(sample, NOW, NOW - HOUR, now=NOW)
+    with pytest.raises(QueryError, match=r"^from:"):
+        libraries(sample, NOW, NOW - HOUR, now=NOW)
 
 
 def test_library_detail_has_series_versions_importers_and_environments(sample) -> None:
-    detail = queries.library_detail(sample, "numpy", NOW - 3 * HOUR, NOW, now=NOW)
+    detail = library_detail(sample, "numpy", NOW - 3 * HOUR, NOW, now=NOW)
     assert detail is not None
     assert detail["step"] == 600
     assert len(detail["series"]) == 18
@@ -161,19 +167,19 @@ def test_library_detail_has_series_versions_importers_and_environments(sample) -
         {"env": "img:a", "processes": 5, "direct": 1, "transitive": 4},
         {"env": "img:b", "processes": 3, "direct": 3, "transitive": 0},
     ]
-    only_b = queries.library_detail(sample, "numpy", NOW - 3 * HOUR, NOW, env="img:b", now=NOW)
+    only_b = library_detail(sample, "numpy", NOW - 3 * HOUR, NOW, env="img:b", now=NOW)
     assert only_b is not None and only_b["importers"] == [] and len(only_b["environments"]) == 1
-    hourly = queries.library_detail(sample, "numpy", NOW - 6 * HOUR, NOW, step=HOUR, now=NOW)
+    hourly = library_detail(sample, "numpy", NOW - 6 * HOUR, NOW, step=HOUR, now=NOW)
     assert hourly is not None and hourly["step"] == HOUR and len(hourly["series"]) == 6
-    assert queries.library_detail(sample, "nothing-like-it", NOW - HOUR, NOW, now=NOW) is None
+    assert library_detail(sample, "nothing-like-it", NOW - HOUR, NOW, now=NOW) is None
     # Ten-minute steps are not kept for 39 days back: the step widens to what is kept.
-    old = queries.library_detail(sample, "scipy", NOW - 39 * DAY, NOW, step=600, now=NOW)
+    old = library_detail(sample, "scipy", NOW - 39 * DAY, NOW, step=600, now=NOW)
     assert old is not None and old["step"] == DAY and len(old["series"]) == 40
     assert sum(point["processes"] for point in old["series"]) == 2
 
 
 def test_unused_lists_installed_libraries_no_process_imported(sample) -> None:
-    month = queries.unused(sample, NOW - 30 * DAY, NOW, now=NOW)
+    month = unused(sample, NOW - 30 * DAY, NOW, now=NOW)
     assert month["environments"] == [
         {
             "env": "img:a",
@@ -185,17 +191,17 @@ def test_unused_lists_installed_libraries_no_process_imported(sample) -> None:
             ],
         }
     ]
-    week = queries.unused(sample, NOW - 7 * DAY, NOW, env="img:a", now=NOW)
+    week = unused(sample, NOW - 7 * DAY, NOW, env="img:a", now=NOW)
     assert [r["name"] for r in week["environments"][0]["libraries"]] == [
         "matplotlib",
         "scipy",
         "tqdm",
     ]
-    assert queries.unused(sample, NOW - 7 * DAY, NOW, env="img:b", now=NOW)["environments"] == []
+    assert unused(sample, NOW - 7 * DAY, NOW, env="img:b", now=NOW)["environments"] == []
 
 
 def test_user_installed_lists_user_site_libraries_missing_from_the_inventory(sample) -> None:
-    answer = queries.user_installed(sample, NOW - 30 * DAY, NOW, now=NOW)
+    answer = user_installed(sample, NOW - 30 * DAY, NOW, now=NOW)
     assert answer["libraries"] == [
         {
             "name": "numpy",
@@ -215,7 +221,7 @@ def test_user_installed_lists_user_site_libraries_missing_from_the_inventory(sam
 
 
 def test_environments_list_labels_last_seen_and_inventory(sample) -> None:
-    envs = {row["env"]: row for row in queries.environments(sample)}
+    envs = {row["env"]: row for row in environments(sample)}
     assert envs["img:a"]["labels"] == [{"hub": "research", "zone": "eu"}]
     assert envs["img:a"]["inventory_size"] == 6
     assert envs["img:a"]["last_seen"] == "2026-12-12T11:00:00Z"
@@ -225,7 +231,7 @@ def test_environments_list_labels_last_seen_and_inventory(sample) -> None:
 
 
 def test_datagram_totals_name_every_result(sample) -> None:
-    totals = queries.datagram_totals(sample)
+    totals = datagram_totals(sample)
     assert list(totals) == list(RESULT_REASONS)
     assert (totals["ok"], totals["unknown_format"], totals["missing_env"]) == (15, 1, 1)
 
@@ -235,18 +241,12 @@ def test_totals_for_prometheus_never_go_down(store_writer, fake_clock, tmp_path)
     seen = []
 
     def snapshot() -> tuple:
-        conn = queries.connect_readonly(path)
+        conn = connect_readonly(path)
         try:
             return (
-                {
-                    (t.library, t.env, t.level): t.count
-                    for t in queries.library_process_totals(conn)
-                },
-                {
-                    (t.library, t.version, t.env): t.count
-                    for t in queries.library_version_totals(conn)
-                },
-                {t.env: t.count for t in queries.report_totals(conn)},
+                {(t.library, t.env, t.level): t.records for t in library_process_totals(conn)},
+                {(t.library, t.version, t.env): t.processes for t in library_version_totals(conn)},
+                {t.env: t.processes for t in report_totals(conn)},
             )
         finally:
             conn.close()
@@ -275,4 +275,4 @@ def test_readers_cannot_write(sample) -> None:
 
 def test_a_missing_database_is_named(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no popcon database"):
-        queries.connect_readonly(tmp_path / "none.sqlite")
+        connect_readonly(tmp_path / "none.sqlite")

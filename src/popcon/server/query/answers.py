@@ -3,7 +3,7 @@
 Each ``*_answer`` function takes a read-only connection, the query parameters as a plain
 mapping (the HTTP query string, or what the CLI built from its options), the current time and
 ``min_count``; it checks the parameters (raising :class:`~popcon.server.query.params.BadParameter`),
-asks :mod:`popcon.server.query.queries` and hides small counts. The HTTP handlers and
+asks :mod:`~.libraries` or :mod:`~.environments` and hides small counts. The HTTP handlers and
 ``popcon top --db`` both call these, so the two give the same JSON.
 """
 
@@ -13,9 +13,11 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from popcon.server.query import queries
+from popcon.server.query.environments import environments, unused, user_installed
+from popcon.server.query.libraries import libraries, library_detail
 from popcon.server.query.params import (
     BadParameter,
+    Window,
     canonical_library,
     check_known,
     parse_duration,
@@ -23,13 +25,14 @@ from popcon.server.query.params import (
     parse_window,
 )
 from popcon.server.query.privacy import hide_fields, sort_and_hide
+from popcon.server.query.window import bucket_width
 
 Params = Mapping[str, str]
 _WINDOW = ("since", "from", "until")
 _COUNTS = ("processes", "direct", "transitive")
 
 #: Query parameters each endpoint takes (``token`` is the auth's, accepted everywhere).
-ENDPOINT_PARAMS: dict[str, tuple] = {
+ENDPOINT_PARAMS: dict[str, tuple[str, ...]] = {
     "libraries": (*_WINDOW, "env", "label", "level", "origin"),
     "library": (*_WINDOW, "env", "step"),
     "unused": (*_WINDOW, "env"),
@@ -49,11 +52,11 @@ def _checked(endpoint: str, params: Params) -> None:
     check_known(params, (*ENDPOINT_PARAMS[endpoint], "token"))
 
 
-def _window(endpoint: str, conn: sqlite3.Connection, params: Params, now: float):
+def _window(endpoint: str, conn: sqlite3.Connection, params: Params, now: float) -> Window:
     return parse_window(
         params,
         now=now,
-        bucket_width=queries.bucket_width(conn),
+        bucket_width=bucket_width(conn),
         default_since=DEFAULT_SINCE[endpoint],
     )
 
@@ -70,7 +73,7 @@ def libraries_answer(
     _checked("libraries", params)
     filters = parse_filters(params)
     window = _window("libraries", conn, params, now)
-    answer = queries.libraries(
+    answer = libraries(
         conn,
         window.start,
         window.end,
@@ -95,14 +98,14 @@ def library_answer(
     _checked("library", params)
     name = canonical_library(name)
     filters = parse_filters(params, allowed=("env",))
-    width = queries.bucket_width(conn)
+    width = bucket_width(conn)
     window = _window("library", conn, params, now)
     step = None
     if params.get("step") is not None:
         step = parse_duration(params["step"], "step")
         if step < width or step % width:
             raise BadParameter("step", f"expected a multiple of the bucket width ({width} s)")
-    answer = queries.library_detail(
+    answer = library_detail(
         conn, name, window.start, window.end, step=step, env=filters.env, now=now
     )
     if answer is None:
@@ -140,7 +143,7 @@ def unused_answer(
     _checked("unused", params)
     filters = parse_filters(params, allowed=("env",))
     window = _window("unused", conn, params, now)
-    return queries.unused(conn, window.start, window.end, env=filters.env, now=now)
+    return unused(conn, window.start, window.end, env=filters.env, now=now)
 
 
 def user_installed_answer(
@@ -150,7 +153,7 @@ def user_installed_answer(
     _checked("user-installed", params)
     filters = parse_filters(params, allowed=("env",))
     window = _window("user-installed", conn, params, now)
-    answer = queries.user_installed(conn, window.start, window.end, env=filters.env, now=now)
+    answer = user_installed(conn, window.start, window.end, env=filters.env, now=now)
     rows = [
         {
             **row,
@@ -169,7 +172,7 @@ def environments_answer(
 ) -> dict[str, Any]:
     """``GET /api/v1/environments``: environments, labels, last seen, inventory size."""
     _checked("environments", params)
-    rows = queries.environments(conn)
+    rows = environments(conn)
     return _with_min_count(
         {"environments": [hide_fields(row, ("processes",), min_count) for row in rows]},
         min_count,
@@ -183,7 +186,3 @@ ANSWERS: dict[str, Answer] = {
     "user-installed": user_installed_answer,
     "environments": environments_answer,
 }
-
-
-def list_names(answer: Mapping[str, Any], key: str = "libraries") -> list[str]:
-    return [row["name"] for row in answer.get(key, [])]

@@ -35,6 +35,10 @@ class BadParameter(ValueError):
         self.reason = reason
 
 
+class QueryError(ValueError):
+    """A query that cannot be answered as asked; ``str()`` is a one-line reason."""
+
+
 @dataclass(frozen=True)
 class Window:
     """A half-open time window ``[start, end)`` in epoch seconds, aligned to bucket edges."""

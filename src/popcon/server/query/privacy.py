@@ -8,7 +8,7 @@ number; zero is shown as it is (it says that nobody used something, about nobody
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Union
+from typing import Any, Union
 
 Count = Union[int, str]
 
@@ -26,7 +26,9 @@ def hide(count: int, min_count: int) -> Count:
     return hidden_text(min_count) if is_hidden(count, min_count) else count
 
 
-def hide_fields(row: Mapping[str, object], fields: Iterable[str], min_count: int) -> dict:
+def hide_fields(
+    row: Mapping[str, object], fields: Iterable[str], min_count: int
+) -> dict[str, object]:
     """A copy of ``row`` with the integer ``fields`` hidden where small."""
     out = dict(row)
     for name in fields:
@@ -37,13 +39,13 @@ def hide_fields(row: Mapping[str, object], fields: Iterable[str], min_count: int
 
 
 def sort_and_hide(
-    rows: Sequence[Mapping[str, object]],
+    rows: Sequence[Mapping[str, Any]],
     *,
     key: str,
     fields: Iterable[str],
     min_count: int,
     name: str = "name",
-) -> list[dict]:
+) -> list[dict[str, object]]:
     """Rows sorted by ``key`` (descending) and then ``name``, with small counts hidden.
 
     Hidden rows sort among themselves by name only, so their order reveals nothing about
@@ -51,14 +53,9 @@ def sort_and_hide(
     """
     fields = tuple(fields)
 
-    def order(row: Mapping[str, object]) -> tuple:
-        value = int(row[key])  # type: ignore[call-overload]
+    def order(row: Mapping[str, Any]) -> tuple[int, str]:
+        value = int(row[key])
         shown = 0 if is_hidden(value, min_count) else value
         return (-shown, str(row[name]))
 
     return [hide_fields(row, fields, min_count) for row in sorted(rows, key=order)]
-
-
-def as_number(count: Count) -> float:
-    """For client-side sorting and sums: a hidden count as 0."""
-    return count if isinstance(count, (int, float)) else 0
