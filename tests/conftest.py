@@ -1,6 +1,7 @@
 """Shared by every test folder: the repository's root, loggers put back after each test, and
-running ``popcon`` into a closed pipe. The fixtures of each kind of part live in
-``tests/testlib`` (on ``sys.path`` through pytest's ``pythonpath``) and load as plugins."""
+running ``popcon`` into a closed pipe. The helpers and the fixtures of each kind of part live
+in ``tests/testlib`` (on ``sys.path`` through pytest's ``pythonpath``); the fixtures load as
+plugins."""
 
 import logging
 import os
@@ -9,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo import REPO_ROOT
 
 pytest_plugins = ["venv_fixtures", "collector_fixtures", "browser_fixtures"]
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from storetestlib import DAY, HOUR, PANDAS_PROCESS, T0, ingest, inventory_datagrams, use_datagram
+from collectors import ingest
+from datagrams import PANDAS_PROCESS, inventory_datagrams, use_datagram
+from timing import DAY, HOUR, T0
 
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.environments import environments, unused, user_installed

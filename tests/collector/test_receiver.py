@@ -6,13 +6,13 @@ import os
 import resource
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from storetestlib import HOUR, PANDAS_PROCESS, FakeClock, inventory_datagrams, send, use_datagram
+from collectors import send_udp, start_collector_process
+from datagrams import PANDAS_PROCESS, inventory_datagrams, use_datagram
+from timing import HOUR, FakeClock
 
 from popcon.server.query import environments
 from popcon.server.query.connection import connect_readonly
@@ -20,8 +20,6 @@ from popcon.server.query.libraries import libraries, library_detail
 from popcon.server.query.totals import datagram_totals, library_process_totals, report_totals
 from popcon.server.receive.receiver import Collector, parse_address
 from popcon.server.storage.schema import integrity_check
-
-HERE = Path(__file__).resolve().parent
 
 
 def _processes(db: Path) -> int:
@@ -64,7 +62,7 @@ def test_datagrams_received_on_loopback_are_counted_and_stored(live_collector) -
     datagrams += inventory_datagrams("img", [("numpy", "1.26.4"), ("scipy", "1.13.0")], parts=2)
     datagrams += [b"python_popcon.library_used.numpy:1|c", b"python_popcon.reports:1|c"]
     datagrams += [b"junk", b"popcon/9 use 0\n", b"x" * 1500]
-    send(collector.address, datagrams)
+    send_udp(collector.address, datagrams)
     assert collector.flush(20)
     assert collector.receiver.results == {
         "ok": 44,
@@ -86,7 +84,7 @@ def test_datagrams_received_on_loopback_are_counted_and_stored(live_collector) -
 def test_signed_datagrams_only_when_the_collector_has_a_key(live_collector) -> None:
     collector = live_collector(key="s3cret")
     good = use_datagram("img", PANDAS_PROCESS, key=b"s3cret")
-    send(collector.address, [good, use_datagram("img", PANDAS_PROCESS), good[:-3] + b"00\n"])
+    send_udp(collector.address, [good, use_datagram("img", PANDAS_PROCESS), good[:-3] + b"00\n"])
     assert collector.flush(20)
     assert collector.receiver.results == {"ok": 1, "unsigned": 1, "bad_signature": 1}
 
@@ -94,10 +92,10 @@ def test_signed_datagrams_only_when_the_collector_has_a_key(live_collector) -> N
 def test_each_datagram_lands_in_the_bucket_it_arrived_in(live_collector) -> None:
     clock = FakeClock()
     collector = live_collector(clock=clock)
-    send(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(3)])
+    send_udp(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(3)])
     assert collector.flush(20)
     clock.advance(600)
-    send(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(2)])
+    send_udp(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(2)])
     assert collector.flush(20)
     conn = connect_readonly(collector.writer.path)
     detail = library_detail(conn, "pandas", clock() - 1200, clock() + 1, now=clock())
@@ -114,7 +112,7 @@ def test_datagrams_that_never_repeat_are_all_counted(live_collector) -> None:
     repeated = [use_datagram("img", PANDAS_PROCESS)] * 500
     datagrams = distinct + repeated * 12
     for start in range(0, len(datagrams), 400):  # paced: no kernel drop on a busy machine
-        send(collector.address, datagrams[start : start + 400])
+        send_udp(collector.address, datagrams[start : start + 400])
         time.sleep(0.01)
     assert collector.flush(20)
     assert collector.receiver.results == {"ok": 12000}
@@ -128,22 +126,10 @@ def test_datagrams_that_never_repeat_are_all_counted(live_collector) -> None:
 def test_stop_writes_everything_received(tmp_path: Path) -> None:
     collector = Collector(tmp_path / "popcon.sqlite", ("127.0.0.1", 0))
     collector.start()
-    send(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(25)])
+    send_udp(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(25)])
     time.sleep(0.3)  # in the socket or the receiver, not yet handed over
     collector.stop()
     assert _processes(tmp_path / "popcon.sqlite") == 25
-
-
-def _start_process(db: Path) -> tuple[subprocess.Popen, tuple[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE.parent / "testlib" / "collector_process.py"), str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    assert line.startswith("listening"), (line, proc.stderr.read() if proc.stderr else "")
-    return proc, ("127.0.0.1", int(line.split()[1]))
 
 
 def _send_paced(address, rate: float, seconds: float, log: list) -> None:
@@ -170,7 +156,7 @@ def test_a_sigkilled_collector_loses_at_most_two_seconds_and_restarts_intact(
     db = tmp_path / "popcon.sqlite"
     total_kept = 0
     for _round in range(2):
-        proc, address = _start_process(db)
+        proc, address = start_collector_process(db)
         log: list = []
         _send_paced(address, 3000, 4.0, log)
         killed_at = time.monotonic()
@@ -186,7 +172,7 @@ def test_a_sigkilled_collector_loses_at_most_two_seconds_and_restarts_intact(
     collector = Collector(db, ("127.0.0.1", 0))
     collector.start()
     try:
-        send(collector.address, [use_datagram("img0", PANDAS_PROCESS) for _ in range(10)])
+        send_udp(collector.address, [use_datagram("img0", PANDAS_PROCESS) for _ in range(10)])
         assert collector.flush(20)
     finally:
         collector.stop()
@@ -197,9 +183,9 @@ def test_a_sigkilled_collector_loses_at_most_two_seconds_and_restarts_intact(
 @pytest.mark.slow
 def test_a_full_disk_is_logged_and_retried_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "popcon.sqlite"
-    proc, address = _start_process(db)
+    proc, address = start_collector_process(db)
     try:
-        send(address, [use_datagram("img", PANDAS_PROCESS) for _ in range(5)])
+        send_udp(address, [use_datagram("img", PANDAS_PROCESS) for _ in range(5)])
         deadline = time.monotonic() + 10
         while _processes(db) < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -212,7 +198,7 @@ def test_a_full_disk_is_logged_and_retried_and_loses_nothing(tmp_path: Path) -> 
             use_datagram(f"env{i}", [(f"lib{i}-{j}", "1.0", "direct", "env") for j in range(20)])
             for i in range(300)
         ]
-        send(address, batch)
+        send_udp(address, batch)
         time.sleep(4)
         assert proc.poll() is None  # still running
         assert _processes(db) == 5  # nothing new could be written

@@ -9,7 +9,9 @@ import time
 from collections import Counter
 
 import pytest
-from storetestlib import DAY, HOUR, PANDAS_PROCESS, T0, ingest, inventory_datagrams, use_datagram
+from collectors import ingest, send_udp
+from datagrams import PANDAS_PROCESS, inventory_datagrams, use_datagram
+from timing import DAY, HOUR, T0
 
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.environments import environments
@@ -306,14 +308,12 @@ def test_an_inventory_replaces_the_previous_one_once_all_its_parts_arrived(
 def test_a_locked_database_is_retried_and_nothing_is_lost_or_doubled(
     live_collector, caplog
 ) -> None:
-    from storetestlib import send
-
     collector = live_collector(StoreSettings(busy_timeout=0.1))
     blocker = sqlite3.connect(collector.writer.path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     caplog.set_level(logging.WARNING, logger="popcon.server.storage.writer")
     try:
-        send(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(7)])
+        send_udp(collector.address, [use_datagram("img", PANDAS_PROCESS) for _ in range(7)])
         deadline = time.monotonic() + 10
         while collector.writer.last_error is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -8,7 +8,8 @@ import io
 import json
 
 import pytest
-from apptestlib import NOW, ApiServer, by_name
+from collectors import ApiServer, by_name
+from timing import NOW
 
 from popcon.server.cli import main
 from popcon.server.query.params import iso

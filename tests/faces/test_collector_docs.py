@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from repo import REPO_ROOT
 
 from popcon.server.app import PopconServe, settings_markdown
 from popcon.server.cli import COMMANDS, build_parser
@@ -13,7 +13,7 @@ from popcon.server.settings import API_TOKEN_ENV, KEY_ENV
 from popcon.server.web.api import ENDPOINTS
 from popcon.server.web.metrics import METRICS
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "collector.md"
+DOC = REPO_ROOT / "docs" / "collector.md"
 
 
 @pytest.fixture(scope="module")

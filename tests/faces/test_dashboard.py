@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from apptestlib import NOW, ApiServer, sample_datagrams, store_datagrams
-from facestestlib import REPO_ROOT
+from collectors import ApiServer, http_get
+from fleet import GRAFANA_DASHBOARD
+from repo import REPO_ROOT
+from timing import NOW, FakeClock
 
 from popcon.server.query import answers
 from popcon.server.query.connection import connect_readonly
@@ -25,13 +27,6 @@ from popcon.server.web.dashboard import (
 )
 
 
-@pytest.fixture(scope="module")
-def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("dashboard") / "popcon.sqlite"
-    store_datagrams(path, sample_datagrams())
-    return path
-
-
 @pytest.fixture
 def conn(sample_db: Path):
     connection = connect_readonly(sample_db)
@@ -41,15 +36,13 @@ def conn(sample_db: Path):
 
 def serve(db: Path, prefix: str = "/", **ctx_args) -> ApiServer:
     reader = Reader(str(db))
-    ctx = ServerContext(reader=reader, now=lambda: NOW, **ctx_args)
+    ctx = ServerContext(reader=reader, now=FakeClock(NOW), **ctx_args)
     server = ApiServer(ctx, prefix)
     server.reader = reader
     return server
 
 
 def get(server: ApiServer, path: str, **headers: str):
-    from apptestlib import http_get
-
     return http_get(server.url + path, headers=headers)
 
 
@@ -195,7 +188,7 @@ def test_the_charting_library_is_shipped_with_its_licence():
 
 
 def test_grafana_dashboard_is_valid_json_with_a_hub_variable():
-    dashboard = json.loads((REPO_ROOT / "grafana" / "popcon-dashboard.json").read_text())
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
     names = {v["name"] for v in dashboard["templating"]["list"]}
     assert {"datasource", "hub", "env", "library"} <= names
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])

@@ -1,6 +1,6 @@
-"""The JSON API through a real tornado server in the test process (apptestlib.ApiServer).
+"""The JSON API through a real tornado server in the test process (``collectors.ApiServer``).
 
-The sample (``apptestlib.sample_datagrams``), stored an hour before ``NOW`` unless noted:
+The sample (``datagrams.sample_datagrams``), stored an hour before ``NOW`` unless noted:
 
 - img:a (hub=research): 5 processes import pandas, which pulls in numpy and python-dateutil;
   one of them later uses numpy itself (an ``upgrade``); 2 import requests; 1 imports scipy
@@ -15,7 +15,8 @@ import re
 from datetime import datetime
 
 import pytest
-from apptestlib import NOW, ApiServer, by_name
+from collectors import ApiServer, by_name
+from timing import NOW
 
 from popcon.server.query.params import iso
 from popcon.server.web.auth import OpenAuth, TokenAuth

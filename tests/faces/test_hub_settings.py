@@ -3,7 +3,8 @@ real Hub round trip is in test_hub.py)."""
 
 from __future__ import annotations
 
-from facestestlib import REPO_ROOT, require_module
+from faces import require_module
+from repo import REPO_ROOT
 
 from popcon.server.app import PopconServe
 from popcon.server.web.hub import HUB_MODE, access_scopes, configure_from_hub, hub_service

@@ -6,8 +6,10 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 
-from apptestlib import NOW, ApiServer, by_name, store_datagrams, use_datagram
+from collectors import ApiServer, by_name, store_datagrams
+from datagrams import use_datagram
 from prometheus_client.parser import text_string_to_metric_families
+from timing import NOW
 
 from popcon.server.storage.schema import RESULT_REASONS
 from popcon.server.web.base import Reader

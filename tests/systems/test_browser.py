@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from apptestlib import ServeProcess, wait_until
-from facestestlib import artifact
+from collectors import ServeProcess
 from recorder_testlib import Venv, clean_environ, create_venv, pip_install, popcon_cli
+from repo import artifact
+from timing import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,26 +19,22 @@ import re
 import time
 
 import pytest
-from apptestlib import ServeProcess, send_udp, use_datagram
-from facestestlib import (
+from collectors import ServeProcess, send_udp
+from datagrams import PANDAS_PROCESS, statsd_datagram, use_datagram
+from faces import require_program
+from fleet import (
     GRAFANA_DASHBOARD,
     GrafanaQuery,
     Prometheus,
     grafana_queries,
     prometheus_config,
-    require_program,
     substitute,
-    wait_for,
 )
+from timing import wait_until
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "fleet-scrape-token"
-PANDAS = [
-    ("pandas", "2.2.2", "direct", "env"),
-    ("numpy", "1.26.4", "transitive", "env", "pandas"),
-    ("python-dateutil", "2.9.0", "transitive", "env", "pandas"),
-]
 MATPLOTLIB = [
     ("matplotlib", "3.9.0", "direct", "env"),
     ("numpy", "2.1.0", "transitive", "env", "matplotlib"),
@@ -49,9 +45,9 @@ def round_of_datagrams(hub: str) -> list:
     """One round: what each hub's processes send (statsd lines count as level unknown)."""
     env = f"img:{hub}"
     labels = (("hub", hub),)
-    statsd = b"python_popcon.reports:1|c\npython_popcon.library_used.numpy:1|c\n"
+    statsd = statsd_datagram("numpy", reports=True)
     if hub == "research":
-        out = [use_datagram(env, PANDAS, labels=labels) for _ in range(3)]
+        out = [use_datagram(env, PANDAS_PROCESS, labels=labels) for _ in range(3)]
         # one of them later used numpy from user code
         out.append(use_datagram(env, [("numpy", "1.26.4", "upgrade", "env")], seq=1, labels=labels))
         out += [use_datagram(env, [("requests", "2.32.3", "direct", "env")], labels=labels)] * 2
@@ -97,12 +93,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
 
         for hub, collector in collectors.items():
             send_udp(collector.udp, round_of_datagrams(hub))
-        wait_for(lambda: scraped(1), timeout=30, what="the first round in Prometheus")
+        wait_until(lambda: scraped(1), timeout=30, what="the first round in Prometheus")
         time.sleep(2.5)  # a few scrapes of the first round: the base increase() counts from
         settled = time.time()  # every sample from 2 s before this holds the whole first round
         for hub, collector in collectors.items():
             send_udp(collector.udp, round_of_datagrams(hub))
-        wait_for(lambda: scraped(2), timeout=30, what="the second round in Prometheus")
+        wait_until(lambda: scraped(2), timeout=30, what="the second round in Prometheus")
         time.sleep(INGESTED + 0.5)  # so that refreshes ending INGESTED ago hold the second round
         yield prometheus, settled
     finally:

@@ -22,16 +22,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from facestestlib import (
-    HUB_EXAMPLE,
-    Background,
-    artifact,
-    free_tcp_port,
-    free_udp_port,
-    require_module,
-    require_program,
-    wait_for,
-)
+from faces import HUB_EXAMPLE, Background, free_tcp_port, require_module, require_program
+from recorder_testlib import free_udp_port
+from repo import SRC, artifact
+from timing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -143,10 +137,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory, enabled_workload_venv) -> Hub:
         for key, value in os.environ.items()
         if not key.startswith(("POPCON_", "JUPYTER", "PYTHON"))
     }
-    src = str(Path(__file__).resolve().parents[2] / "src")
     env.update(
         HOME=str(tmp / "home"),
-        PYTHONPATH=src,
+        PYTHONPATH=str(SRC),
         POPCON_EXAMPLE_UDP=f"127.0.0.1:{free_udp_port()}",
         POPCON_EXAMPLE_HTTP_PORT=str(free_tcp_port()),
         POPCON_EXAMPLE_DB=str(tmp / "popcon" / "popcon.sqlite"),
@@ -166,7 +159,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, enabled_workload_venv) -> Hub:
             css = requests.get(f"{hub.url}/services/popcon/static/popcon.css", timeout=5)
             return css.status_code == 200
 
-        wait_for(up, timeout=90, what="the Hub, its proxy and the popcon service")
+        wait_until(up, timeout=90, what="the Hub, its proxy and the popcon service")
         yield hub
     finally:
         status = process.stop(timeout=30)
@@ -312,7 +305,7 @@ def pandas_kernel(hub: Hub) -> str:
         model = hub.driver("GET", f"users/{USER}").json()
         return bool(model["servers"].get("", {}).get("ready"))
 
-    wait_for(ready, timeout=90, what=f"{USER}'s single-user server")
+    wait_until(ready, timeout=90, what=f"{USER}'s single-user server")
     server = f"{hub.url}/user/{USER}/"
     auth = {"Authorization": f"token {token}"}
     kernel = requests.post(server + "api/kernels", json={"name": KERNEL}, headers=auth, timeout=60)
@@ -338,7 +331,7 @@ def test_a_kernel_importing_pandas_is_counted_as_direct(hub, pandas_kernel):
         answer = admin.get(api + "libraries?since=6h", timeout=30).json()
         return {row["name"]: row for row in answer["libraries"]}.get("pandas")
 
-    pandas = wait_for(counted, timeout=20, what="pandas in the collector")
+    pandas = wait_until(counted, timeout=20, what="pandas in the collector")
     assert pandas["direct"] >= 1 and pandas["direct"] == pandas["processes"]
     numpy = admin.get(api + "libraries/numpy?since=6h", timeout=30).json()
     assert numpy["direct"] == 0

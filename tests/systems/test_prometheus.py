@@ -10,8 +10,11 @@ import math
 import time
 
 import pytest
-from apptestlib import ServeProcess, use_datagram, wait_until
-from facestestlib import Prometheus, prometheus_config, require_program
+from collectors import ServeProcess
+from datagrams import statsd_datagram, use_datagram
+from faces import require_program
+from fleet import Prometheus, prometheus_config
+from timing import wait_until
 
 TOKEN = "prometheus-test-token"
 
@@ -35,10 +38,6 @@ def processes_datagrams(library: str, count: int, importer_of: str = "") -> list
     return [use_datagram("hub-image", libs) for _ in range(count)]
 
 
-def statsd(library: str, count: int) -> list:
-    return [f"python_popcon.library_used.{library}:1|c\n".encode()] * count
-
-
 def test_prometheus_increase_agrees_with_the_api(tmp_path):
     binary = require_program("prometheus", "apt-get install -y prometheus")
     with ServeProcess(
@@ -47,7 +46,7 @@ def test_prometheus_increase_agrees_with_the_api(tmp_path):
         # before Prometheus starts, every series exists (increase() cannot see a series' birth)
         server.send(processes_datagrams("pandas", 3, importer_of="numpy"))
         server.send(processes_datagrams("requests", 2) + processes_datagrams("attrs", 3))
-        server.send(statsd("numpy", 2))
+        server.send([statsd_datagram("numpy")] * 2)
         expected_a = {"pandas": 3, "numpy": 5, "requests": 2, "attrs": 3}
         wait_until(lambda: api_processes(server) == expected_a, what="batch A in the API")
 
@@ -70,7 +69,7 @@ def test_prometheus_increase_agrees_with_the_api(tmp_path):
             before = api_processes(server)
             sent_b = time.time()
             server.send(processes_datagrams("pandas", 4, importer_of="numpy"))
-            server.send(processes_datagrams("requests", 3) + statsd("numpy", 2))
+            server.send(processes_datagrams("requests", 3) + [statsd_datagram("numpy")] * 2)
             upgrade = [("numpy", "2.0", "upgrade", "env")]
             server.send([use_datagram("hub-image", upgrade, seq=1)])
             expected = {"pandas": 7, "numpy": 11, "requests": 5, "attrs": 3}

@@ -8,15 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from apptestlib import (
-    ServeProcess,
-    by_name,
-    subprocess_env,
-    use_datagram,
-    wait_until,
-)
+from collectors import ServeProcess, by_name, subprocess_env
+from datagrams import statsd_datagram, use_datagram
+from timing import wait_until
 
-from popcon.server.query.queries import connect_readonly, libraries
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.libraries import libraries
 from popcon.server.storage.schema import integrity_check
 
 pytestmark = pytest.mark.slow
@@ -109,11 +106,9 @@ def test_statsd_lines_open_api_and_sigint(tmp_path):
     with ServeProcess(db, *flags) as server:
         assert "api: open" in server.start_line
         assert "unsigned datagrams accepted" in server.start_line
-        lines = (
-            b"legacy.library_used.numpy:1|c\nlegacy.library_used.scipy:1|c\nlegacy.reports:1|c\n"
-        )
+        lines = statsd_datagram("numpy", "scipy", reports=True, prefix="legacy")
         server.send([lines] * 3)
-        server.send([b"python_popcon.library_used.numpy:1|c\n"])  # not our prefix
+        server.send([statsd_datagram("numpy")])  # not our prefix
         server.send([use_datagram("img", [("requests", "2.32.3", "direct", "env")])])  # once
         wait_until(lambda: processes(server, "numpy", token=None) == 3, what="statsd numpy")
         answer = server.get("/api/v1/libraries?since=6h&level=unknown")[1]

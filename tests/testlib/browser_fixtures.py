@@ -1,8 +1,8 @@
-"""Fixtures of the faces' tests (dashboard, JupyterHub service, Prometheus and Grafana).
+"""Fixtures of the faces' tests that drive real programs: the workload venv with popcon
+enabled, and pages of Debian's Chromium driven by Playwright.
 
-They build on the other folders' helpers instead of copying them: ``apptestlib`` (tests/server:
-a real ``popcon serve`` process, datagrams written from the protocol) and ``recorder_testlib``
-(tests/recorder: cached virtual environments with real PyPI packages, ``popcon enable``).
+They build on the helpers of ``faces`` (Chromium, what a test needs installed) and of
+``recorder_testlib`` (cached virtual environments with real PyPI packages, ``popcon enable``).
 The workload environment is the recorder tests' own (same requirements, same cache), so a CI
 run installs it once.
 """
@@ -10,20 +10,20 @@ run installs it once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from facestestlib import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    artifact,
-    require_module,
-    require_program,
-)
+from faces import CHROMIUM, CHROMIUM_ARGS, require_module, require_program
+from repo import artifact
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+    from recorder_testlib import Venv
 
 
 @pytest.fixture(scope="session")
-def enabled_workload_venv(tmp_path_factory: pytest.TempPathFactory):
+def enabled_workload_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """The shared workload venv (pandas, requests, PyYAML, beautifulsoup4, ipykernel, ...),
     recording enabled by the real ``popcon enable``."""
     from recorder_testlib import cached_venv, clean_environ, popcon_cli
@@ -37,7 +37,7 @@ def enabled_workload_venv(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator:
+def chromium() -> Iterator[Browser]:
     """Debian's Chromium driven by Playwright (never ``playwright install``).
 
     Module-scoped on purpose: while Playwright's sync API runs, its event loop counts as
@@ -55,7 +55,9 @@ def chromium() -> Iterator:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Keep each phase's report on the test item, so fixtures can tell a failure."""
     report = yield
     setattr(item, "report_" + report.when, report)
@@ -63,16 +65,16 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def page(chromium, request) -> Iterator:
+def page(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh browser context and page; console errors are collected in ``page.errors``.
     When the test fails, the page as it was is kept in ``test-artifacts/failed-<test>.png``."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    errors: list[str] = []
+    page.errors = errors  # type: ignore[attr-defined]  # the tests read them off the page
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.on(
-        "console",
-        lambda message: page.errors.append(message.text) if message.type == "error" else None,
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
     )
     page.set_default_timeout(15_000)
     try:
@@ -81,6 +83,6 @@ def page(chromium, request) -> Iterator:
         if failed is not None and failed.failed:
             name = re.sub(r"[^\w.-]+", "-", request.node.name)
             page.screenshot(path=str(artifact(f"failed-{name}.png")), full_page=True)
-            print(f"page at failure: {page.url}\nerrors: {page.errors}")
+            print(f"page at failure: {page.url}\nerrors: {errors}")
     finally:
         context.close()
