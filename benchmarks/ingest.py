@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from workload import Workload, zipf_weights
 
 from popcon.server import Collector
-from popcon.server.query import queries
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.totals import datagram_totals, report_totals
 
 
 def repeating_mix(count: int, distinct: int = 5000, seed: int = 2) -> list[bytes]:
@@ -171,8 +172,8 @@ def collector_run(datagrams: list[bytes], processes: int, db: Path) -> dict:
         collector.stop()
     cpu = time.process_time() - cpu0
     received = sum(collector.receiver.results.values())
-    conn = queries.connect_readonly(db)
-    stored_ok = queries.datagram_totals(conn)["ok"]
+    conn = connect_readonly(db)
+    stored_ok = datagram_totals(conn)["ok"]
     conn.close()
     return {
         "received": received,
@@ -197,9 +198,9 @@ def paced_run(rate: float, seconds: float, db: Path) -> dict:
         cpu = time.process_time() - cpu0
     finally:
         collector.stop()
-    conn = queries.connect_readonly(db)
-    totals = queries.datagram_totals(conn)
-    reports = sum(row.count for row in queries.report_totals(conn))
+    conn = connect_readonly(db)
+    totals = datagram_totals(conn)
+    reports = sum(row.processes for row in report_totals(conn))
     conn.close()
     return {
         "sent": len(datagrams),

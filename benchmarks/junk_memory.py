@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from workload import Workload
 
+from popcon.protocol import DIRECT, ORIGINS, PROTOCOL_VERSION, USE
 from popcon.server import Collector
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.totals import datagram_totals
@@ -47,16 +48,17 @@ def junk_library_datagrams(first: int, count: int) -> list[bytes]:
     for start in range(first, first + count, JUNK_PER_DATAGRAM):
         env = f"img{start // JUNK_PER_DATAGRAM % 10}"
         libs = "".join(
-            f"lib junk-{n:07d} 0.{n % 97} direct env\n"
+            f"lib junk-{n:07d} 0.{n % 97} {DIRECT} {ORIGINS[0]}\n"
             for n in range(start, min(start + JUNK_PER_DATAGRAM, first + count))
         )
-        out.append(f"popcon/1 use 0\nenv {env}\npy 3.11\n{libs}".encode())
+        out.append(f"{PROTOCOL_VERSION} {USE} 0\nenv {env}\npy 3.11\n{libs}".encode())
     return out
 
 
 def junk_env_datagrams(count: int) -> list[bytes]:
     return [
-        f"popcon/1 use 0\nenv junk-env-{n}\npy 3.11\nlib numpy 1.26.4 direct env\n".encode()
+        f"{PROTOCOL_VERSION} {USE} 0\nenv junk-env-{n}\npy 3.11\n"
+        f"lib numpy 1.26.4 {DIRECT} {ORIGINS[0]}\n".encode()
         for n in range(count)
     ]
 

@@ -1,12 +1,15 @@
 """Realistic popcon datagrams for the benchmarks: 20 environments, 2,000 libraries, Zipf use.
 
 Plain functions; deterministic for a given seed. Imported by ``ingest.py`` and
-``top_query.py`` (run them from the repository root: ``python benchmarks/ingest.py``).
+``top_query.py`` (run them from the repository root: ``python benchmarks/ingest.py``), which
+put ``src`` on ``sys.path``: the datagrams are spelled with the protocol's vocabulary.
 """
 
 from __future__ import annotations
 
 import random
+
+from popcon.protocol import DIRECT, ORIGINS, PROTOCOL_VERSION, TRANSITIVE, USE
 
 ENVIRONMENTS = 20
 LIBRARIES = 2000
@@ -59,7 +62,7 @@ class Workload:
         env = rng.choice(self.environments)
         direct = dict.fromkeys(rng.choices(self.installed[env], self.weights, k=rng.randint(1, 3)))
         seen = set(direct)
-        records = [(name, self.versions[name], "direct", None) for name in direct]
+        records = [(name, self.versions[name], DIRECT, None) for name in direct]
         queue = list(direct)
         while queue and len(records) < 12:
             importer = queue.pop(0)
@@ -67,7 +70,7 @@ class Workload:
                 if dependency not in seen and len(records) < 12:
                     seen.add(dependency)
                     queue.append(dependency)
-                    records.append((dependency, self.versions[dependency], "transitive", importer))
+                    records.append((dependency, self.versions[dependency], TRANSITIVE, importer))
         return env, records
 
     def process_datagrams(self, per_datagram: int = 4) -> list[bytes]:
@@ -77,10 +80,10 @@ class Workload:
         head = f"env {env}\npy 3.11\n{self.labels[env]}"
         out = []
         for seq, first in enumerate(range(0, len(records), per_datagram)):
-            lines = [f"popcon/1 use {seq}\n", head]
+            lines = [f"{PROTOCOL_VERSION} {USE} {seq}\n", head]
             for name, version, level, importer in records[first : first + per_datagram]:
                 tail = f" {importer}" if importer else ""
-                lines.append(f"lib {name} {version} {level} env{tail}\n")
+                lines.append(f"lib {name} {version} {level} {ORIGINS[0]}{tail}\n")
             out.append("".join(lines).encode())
         return out
 

@@ -32,25 +32,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from popcon.protocol.decode import (
+from popcon.protocol import (
+    DEFAULT_STATSD_PREFIX,
+    DIRECT,
+    INVENTORY,
+    LEVELS,
     MAX_DATAGRAM,
+    MAX_INVENTORY_PARTS,
+    MAX_LABELS,
     NAME_RE,
+    ORIGINS,
+    PROTOCOL_VERSION,
     REJECTIONS,
-    InventoryPart,
-    UseReport,
-    make_decoder,
+    STATSD_LIBRARY_USED,
+    STATSD_REPORTS,
+    TRANSITIVE,
+    UNKNOWN,
+    UPGRADE,
+    USE,
     sign,
 )
-from popcon.server.query import queries
-from popcon.server.receive.ingest import aggregate
+from popcon.protocol.decode import make_decoder
+from popcon.protocol.records import InventoryPart, UseReport
+from popcon.server.query.connection import connect_readonly
+from popcon.server.query.environments import environments, unused, user_installed
+from popcon.server.query.libraries import libraries, library_detail
+from popcon.server.query.totals import (
+    datagram_totals,
+    library_process_totals,
+    library_version_totals,
+    report_totals,
+)
+from popcon.server.receive.ingest import Ingestor, aggregate
 from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
 from popcon.server.storage.schema import StoreSettings, connect_writer
-from popcon.server.storage.writer import Writer
 
 KEY = b"fuzz key"
 #: Datagrams the seeded generator adds to each hypothesis example.
 PER_EXAMPLE = 300
 T0 = 1_793_577_600
+USE_LINE = f"{PROTOCOL_VERSION} {USE} "  # + <seq>
+INVENTORY_LINE = f"{PROTOCOL_VERSION} {INVENTORY} "  # + <id> <part> <parts>
+REPORTS_METRIC = f"{DEFAULT_STATSD_PREFIX}.{STATSD_REPORTS}"
+OTHER_METRIC = f"{DEFAULT_STATSD_PREFIX}.other"
+LIBRARY_METRIC = f"{DEFAULT_STATSD_PREFIX}.{STATSD_LIBRARY_USED}."  # + <name>
 
 names = st.one_of(
     st.sampled_from(["numpy", "pandas", "scikit-learn", "a", "x-y", "zope-interface", "0"]),
@@ -58,8 +83,8 @@ names = st.one_of(
     st.text(st.characters(codec="utf-8"), max_size=12),
 )
 versions = st.one_of(st.sampled_from(["1.0", "-", "2.9.0.post0"]), st.text(max_size=10))
-levels = st.sampled_from(["direct", "transitive", "upgrade", "unknown", "Direct", ""])
-origins = st.sampled_from(["env", "user", "site", ""])
+levels = st.sampled_from([*LEVELS, UNKNOWN, "Direct", ""])
+origins = st.sampled_from([*ORIGINS, "site", ""])
 envs = st.one_of(
     st.sampled_from(["img:a", "~/envs/my env", "quay.io/jupyter/scipy-notebook:2024-05-27"]),
     st.text(st.characters(codec="utf-8"), min_size=0, max_size=40),
@@ -75,14 +100,14 @@ labels = st.lists(
 
 @st.composite
 def use_datagrams(draw) -> bytes:
-    lines = [f"popcon/1 use {draw(st.integers(0, 3) | st.integers(-5, 10**11))}"]
+    lines = [USE_LINE + str(draw(st.integers(0, 3) | st.integers(-5, 10**11)))]
     lines.append(f"env {draw(envs)}")
     lines.append(f"py {draw(st.sampled_from(['3.11', '3.9', '4', 'x']))}")
     lines += [f"label {k}={v}" for k, v in draw(labels)]
     for _ in range(draw(st.integers(0, 12))):
         level = draw(levels)
         record = ["lib", draw(names), draw(versions), level, draw(origins)]
-        if level == "transitive" and draw(st.booleans()):
+        if level == TRANSITIVE and draw(st.booleans()):
             record.append(draw(names))
         lines.append(" ".join(record))
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
@@ -93,7 +118,7 @@ def inventory_datagrams(draw) -> bytes:
     parts = draw(st.integers(1, 4) | st.integers(0, 70))
     part = draw(st.integers(0, parts + 1))
     inv_id = draw(st.sampled_from(["0badcafe", "00000001", "ZZ"]))
-    lines = [f"popcon/1 inv {inv_id} {part} {parts}", f"env {draw(envs)}", "py 3.11"]
+    lines = [f"{INVENTORY_LINE}{inv_id} {part} {parts}", f"env {draw(envs)}", "py 3.11"]
     lines += [f"dist {draw(names)} {draw(versions)}" for _ in range(draw(st.integers(0, 10)))]
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
 
@@ -103,8 +128,8 @@ def statsd_datagrams(draw) -> bytes:
     lines = []
     for _ in range(draw(st.integers(1, 5))):
         metric = draw(
-            st.sampled_from(["python_popcon.reports", "python_popcon.other"])
-            | names.map(lambda n: "python_popcon.library_used." + n)
+            st.sampled_from([REPORTS_METRIC, OTHER_METRIC])
+            | names.map(lambda n: LIBRARY_METRIC + n)
         )
         value = draw(st.sampled_from(["1", "3", "0", "100", "101", "-1", "x"]))
         lines.append(f"{metric}:{value}|{draw(st.sampled_from(['c', 'g', 'ms']))}")
@@ -175,7 +200,7 @@ def _good_name(rng: random.Random) -> str:
 
 
 def engine_use(rng: random.Random) -> bytes:
-    lines = [f"popcon/1 use {_pick(rng, [0, 0, 1, 2, 17], [-1, 10**11, '01'])}"]
+    lines = [f"{USE_LINE}{_pick(rng, [0, 0, 1, 2, 17], [-1, 10**11, '01'])}"]
     if rng.random() < 0.99:
         env = rng.choice(["img:a", "img:b", "~/envs/my env", "quay.io/jupyter/base:2024"])
         lines.append(f"env {_env(rng) if rng.random() < 0.05 else env}")
@@ -188,12 +213,12 @@ def engine_use(rng: random.Random) -> bytes:
         )
         lines.append(f"label {key}={value}")
     for _ in range(rng.randint(1, 8) if rng.random() < 0.98 else 0):
-        level = _pick(rng, ["direct", "transitive", "transitive", "upgrade"], ["sideways"])
-        origin = _pick(rng, ["env", "env", "user"], ["site"])
+        level = _pick(rng, [DIRECT, TRANSITIVE, TRANSITIVE, UPGRADE], ["sideways"])
+        origin = _pick(rng, [ORIGINS[0], *ORIGINS], ["site"])
         version = _pick(rng, ["1.0", "2.9.0.post0", "-", str(rng.randint(0, 9))], ["", "x" * 70])
         name = _name(rng) if rng.random() < 0.03 else _good_name(rng)
         record = ["lib", name, version, level, origin]
-        if level == "transitive" and rng.random() < 0.9:
+        if level == TRANSITIVE and rng.random() < 0.9:
             record.append(_name(rng) if rng.random() < 0.02 else _good_name(rng))
         lines.append(" ".join(record))
     data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
@@ -204,7 +229,7 @@ def engine_inventory(rng: random.Random) -> bytes:
     parts = rng.choice([1, 1, 2, 3, 64, 65, 0])
     part = rng.randint(0, parts + 1)
     inv_id = rng.choice(["0badcafe", "00000001", "0000000G", "abc"])
-    lines = [f"popcon/1 inv {inv_id} {part} {parts}", f"env {_env(rng)}", "py 3.11"]
+    lines = [f"{INVENTORY_LINE}{inv_id} {part} {parts}", f"env {_env(rng)}", "py 3.11"]
     for _ in range(rng.randint(0, 30)):
         lines.append(f"dist {_name(rng)} {rng.choice(['1.0', '2', '', 'a b'])}")
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
@@ -213,10 +238,8 @@ def engine_inventory(rng: random.Random) -> bytes:
 def engine_statsd(rng: random.Random) -> bytes:
     lines = []
     for _ in range(rng.randint(1, 6)):
-        metric = rng.choice(
-            ["python_popcon.reports", "python_popcon.other", "python_popcon.library_used."]
-        )
-        if metric.endswith("."):
+        metric = rng.choice([REPORTS_METRIC, OTHER_METRIC, LIBRARY_METRIC])
+        if metric == LIBRARY_METRIC:
             metric += _name(rng)
         value = rng.choice(["1", "1", "3", "0", "100", "101", "-1", "x", ""])
         lines.append(f"{metric}:{value}|{rng.choice(['c', 'c', 'g', 'ms'])}")
@@ -300,11 +323,9 @@ class Run:
         )
         self.db = directory / "fuzz.sqlite"
         self.conn = connect_writer(self.db, settings_, now=T0)
-        self.writer = Writer(self.db, settings_)  # only for its settings and ingestor factory
-        self.writer.catalog = load_catalog(self.conn)
-        self.ingestor = self.writer.make_ingestor()
+        self.ingestor = Ingestor(load_catalog(self.conn), settings_)
         self.tiers = settings_.resolved_tiers()
-        self.reader = queries.connect_readonly(self.db)
+        self.reader = connect_readonly(self.db)
         self.inputs = 0
         self.examples = 0
         self.results: Counter = Counter()
@@ -316,13 +337,15 @@ class Run:
             if isinstance(answer, str):
                 assert answer in REJECTIONS, answer
             elif isinstance(answer, UseReport):
-                assert (len(answer.labels) <= 8 and answer.processes in (0, 1)) or answer.py == ""
+                assert (
+                    len(answer.labels) <= MAX_LABELS and answer.processes in (0, 1)
+                ) or answer.py == ""
                 for lib in answer.libs:
                     assert NAME_RE.match(lib.name), lib
                     assert lib.importer is None or NAME_RE.match(lib.importer), lib
             else:
                 assert isinstance(answer, InventoryPart), answer
-                assert 1 <= answer.part <= answer.parts <= 64
+                assert 1 <= answer.part <= answer.parts <= MAX_INVENTORY_PARTS
         assert answers[0] == answers[2]  # a tiny cache gives the same answers
         self.results[answers[0] if isinstance(answers[0], str) else "ok"] += 1
 
@@ -347,17 +370,17 @@ class Run:
 
     def query(self) -> None:
         start, end = self.clock - 6 * 3600, self.clock
-        top = queries.libraries(self.reader, start, end, now=self.clock)
+        top = libraries(self.reader, start, end, now=self.clock)
         for row in top["libraries"][:5]:
-            queries.library_detail(self.reader, row["name"], start, end, now=self.clock)
-        queries.libraries(self.reader, self.clock - 30 * 86400, end, now=self.clock)
-        queries.unused(self.reader, start, end, now=self.clock)
-        queries.user_installed(self.reader, start, end, now=self.clock)
-        queries.environments(self.reader)
-        queries.library_process_totals(self.reader)
-        queries.library_version_totals(self.reader)
-        queries.report_totals(self.reader)
-        queries.datagram_totals(self.reader)
+            library_detail(self.reader, row["name"], start, end, now=self.clock)
+        libraries(self.reader, self.clock - 30 * 86400, end, now=self.clock)
+        unused(self.reader, start, end, now=self.clock)
+        user_installed(self.reader, start, end, now=self.clock)
+        environments(self.reader)
+        library_process_totals(self.reader)
+        library_version_totals(self.reader)
+        report_totals(self.reader)
+        datagram_totals(self.reader)
 
 
 def fuzz(inputs: int, *, progress: bool = True) -> Run:

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from storetestlib import PANDAS_PROCESS, inventory_datagrams, use_datagram
+from datagrams import PANDAS_PROCESS, inventory_datagrams, use_datagram
 
-from popcon.protocol.decode import (
-    MAX_DATAGRAM,
-    REJECTIONS,
-    InventoryPart,
-    LibRecord,
-    UseReport,
-    canonical_name,
-    make_decoder,
-    sign,
-)
+from popcon.protocol import MAX_DATAGRAM, REJECTIONS, canonical_name, sign
+from popcon.protocol.decode import make_decoder
+from popcon.protocol.records import InventoryPart, LibRecord, UseReport
 
 PROTOCOL_EXAMPLE = b"""popcon/1 use 0
 env quay.io/jupyter/scipy-notebook:2024-05-27

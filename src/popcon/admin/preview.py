@@ -4,6 +4,10 @@ The recorder is injected through a temporary ``sitecustomize`` on ``PYTHONPATH``
 imports any real ``sitecustomize``), so the command's environment need not be enabled; where it
 is, whichever copy of the recorder starts first does the work and the other stands aside.
 ``POPCON_PREVIEW`` makes the recorder append its datagrams to a file instead of sending them.
+
+Each datagram shown is checked with the collector's own decoder (:mod:`popcon.protocol.decode`,
+standard library only), with the command's ``POPCON_KEY`` where it has one: the output says
+whether a collector would accept it and, if not, why.
 """
 
 from __future__ import annotations
@@ -14,8 +18,26 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from popcon.protocol import (
+    DIRECT,
+    PROTOCOL_VERSION,
+    STATSD_LIBRARY_USED,
+    STATSD_REPORTS,
+    TRANSITIVE,
+    UNKNOWN_VERSION,
+    UPGRADE,
+    USE,
+)
+from popcon.protocol.decode import make_decoder
+from popcon.protocol.records import Decoded, LibRecord, UseReport
 
 from .enable import recorder_sources
+
+_USE = f"{PROTOCOL_VERSION} {USE} ".encode("ascii")
+_LIBRARY_USED = f".{STATSD_LIBRARY_USED}.".encode("ascii")  # what follows a statsd prefix
+_REPORTS = f".{STATSD_REPORTS}:".encode("ascii")
 
 _SITECUSTOMIZE = """\
 import sys
@@ -43,7 +65,7 @@ finally:
 """
 
 
-def run_with_preview(command: list, *, json_output: bool) -> tuple:
+def run_with_preview(command: list[str], *, json_output: bool) -> tuple[int, list[bytes]]:
     """Run ``command``; return (its exit status, the datagrams its processes would have sent)."""
     with tempfile.TemporaryDirectory(prefix="popcon-preview-") as directory:
         for name, text in recorder_sources().items():
@@ -66,7 +88,7 @@ def run_with_preview(command: list, *, json_output: bool) -> tuple:
         return status, read_preview_file(output)
 
 
-def read_preview_file(path: str) -> list:
+def read_preview_file(path: str) -> list[bytes]:
     """The datagrams in a preview file: each is its length in ASCII, a newline, then the bytes."""
     try:
         data = Path(path).read_bytes()
@@ -82,59 +104,92 @@ def read_preview_file(path: str) -> list:
     return datagrams
 
 
-def format_datagrams(datagrams: list) -> str:
+def collector_answers(datagrams: list[bytes], key: str | None = None) -> list[Decoded]:
+    """What the collector's decoder answers for each datagram: a record, or the reason it
+    would drop the datagram. ``key`` is the collector's ``POPCON_KEY``; statsd lines are
+    decoded as by a collector run with the prefix they carry (``popcon serve
+    --statsd-prefix``)."""
+    decode = make_decoder(key=key)
+    answers: list[Decoded] = []
+    for datagram in datagrams:
+        answer = decode(datagram)
+        if answer == "unknown_format":  # statsd lines, of another prefix than the default?
+            prefix = datagram.split(_LIBRARY_USED, 1)[0].split(_REPORTS, 1)[0]
+            try:
+                answer = make_decoder(key=key, statsd_prefix=prefix.decode("utf-8"))(datagram)
+            except (UnicodeDecodeError, ValueError):
+                pass  # no prefix a collector could be run with: unknown_format it stays
+        answers.append(answer)
+    return answers
+
+
+def _command_key() -> str | None:
+    """The key the command's processes sign with, which their collector would have."""
+    return os.environ.get("POPCON_KEY") or None
+
+
+def format_datagrams(datagrams: list[bytes], answers: list[Decoded] | None = None) -> str:
     if not datagrams:
         return "# nothing would have been sent: the command imported no installed distribution\n"
+    if answers is None:
+        answers = collector_answers(datagrams, _command_key())
     parts = []
-    for number, datagram in enumerate(datagrams, 1):
+    for number, (datagram, answer) in enumerate(zip(datagrams, answers), 1):
         parts.append(f"# datagram {number}, {len(datagram)} bytes\n")
+        if isinstance(answer, str):
+            parts.append(f"# the collector would drop it: {answer}\n")
+        else:
+            parts.append("# the collector would accept it\n")
         parts.append(datagram.decode("utf-8", "replace"))
     return "".join(parts)
 
 
-def summarize(datagrams: list) -> dict:
-    """One entry per library over all the processes, as ``popcon preview --json`` prints it."""
-    libraries: dict = {}
-    labels: dict = {}
-    for datagram in datagrams:
-        lines = datagram.decode("utf-8", "replace").splitlines()
-        if not lines or not lines[0].startswith("popcon/1 use "):
+def summarize(datagrams: list[bytes], answers: list[Decoded] | None = None) -> dict[str, Any]:
+    """One entry per library over all the processes, as ``popcon preview --json`` prints it,
+    read from what the collector's decoder makes of the ``use`` datagrams; and, per datagram,
+    whether the collector would accept it."""
+    if answers is None:
+        answers = collector_answers(datagrams, _command_key())
+    libraries: dict[str, dict[str, str | None]] = {}
+    labels: dict[str, str] = {}
+    for datagram, answer in zip(datagrams, answers):
+        if not datagram.startswith(_USE) or not isinstance(answer, UseReport):
             continue
-        for line in lines[1:]:
-            key, _, rest = line.partition(" ")
-            if key == "env":
-                labels["env"] = rest
-            elif key == "py":
-                labels["python"] = rest
-            elif key == "label":
-                name, _, value = rest.partition("=")
-                labels[name] = value
-            elif key == "lib":
-                _merge_record(libraries, rest.split(" "))
+        labels["env"] = answer.env
+        labels["python"] = answer.py
+        labels.update(answer.labels)
+        for record in answer.libs:
+            _merge_record(libraries, record)
     return {
-        "libraries": sorted(libraries.values(), key=lambda entry: entry["name"]),
+        "libraries": [libraries[name] for name in sorted(libraries)],
         "labels": labels,
+        "datagrams": [
+            {
+                "bytes": len(datagram),
+                "accepted": not isinstance(answer, str),
+                "reason": answer if isinstance(answer, str) else None,
+            }
+            for datagram, answer in zip(datagrams, answers)
+        ],
     }
 
 
-def _merge_record(libraries: dict, fields: list) -> None:
-    name, version, level, origin = fields[:4]
-    importer = fields[4] if len(fields) > 4 else None
-    entry = libraries.get(name)
+def _merge_record(libraries: dict[str, dict[str, str | None]], record: LibRecord) -> None:
+    entry = libraries.get(record.name)
     if entry is None:
-        libraries[name] = {
-            "name": name,
-            "version": None if version == "-" else version,
-            "level": "direct" if level == "upgrade" else level,
-            "origin": origin,
-            "importer": importer if level == "transitive" else None,
+        libraries[record.name] = {
+            "name": record.name,
+            "version": None if record.version == UNKNOWN_VERSION else record.version,
+            "level": DIRECT if record.level == UPGRADE else record.level,
+            "origin": record.origin,
+            "importer": record.importer if record.level == TRANSITIVE else None,
         }
-    elif level in ("direct", "upgrade"):
-        entry["level"] = "direct"
+    elif record.level in (DIRECT, UPGRADE):
+        entry["level"] = DIRECT
         entry["importer"] = None
 
 
-def preview_main(command: list, *, json_output: bool) -> int:
+def preview_main(command: list[str], *, json_output: bool) -> int:
     status, datagrams = run_with_preview(command, json_output=json_output)
     if json_output:
         sys.stdout.write(json.dumps(summarize(datagrams), indent=2) + "\n")

@@ -1,1 +1,133 @@
-"""The wire protocol in code (``docs/protocol.md``)."""
+"""The wire protocol, ``popcon/1``, in code: one definition of each term of ``docs/protocol.md``.
+
+Every part of popcon that reads or builds datagrams takes its vocabulary from here: the
+collector's decoder (:mod:`popcon.protocol.decode`), the server's receiving, storage and query
+rooms, ``popcon preview``, the fuzzer and the benchmarks. The recorder cannot: it is copied into
+site-packages and imports nothing but the standard library, so it keeps its own copies of these
+names, and ``tests/protocol/test_vocabulary.py`` pins each of them to this module.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from hashlib import sha256
+
+# -- datagrams ---------------------------------------------------------------------------------
+
+#: The first word of every datagram's first line.
+PROTOCOL_VERSION = "popcon/1"
+#: ``popcon/1 use <seq>``: libraries a process imported.
+USE = "use"
+#: ``popcon/1 inv <id> <part> <parts>``: one part of an environment's inventory.
+INVENTORY = "inv"
+KINDS = (USE, INVENTORY)
+
+#: Largest datagram, in bytes, signature line included.
+MAX_DATAGRAM = 1400
+#: Most ``label`` lines in one datagram.
+MAX_LABELS = 8
+#: Most parts of one inventory.
+MAX_INVENTORY_PARTS = 64
+#: Longest environment label (``env`` line), in characters.
+MAX_ENV_LABEL = 200
+#: Longest label key and label value, in characters.
+MAX_LABEL_KEY = 32
+MAX_LABEL_VALUE = 64
+#: Longest distribution name and version, in characters.
+MAX_NAME = 100
+MAX_VERSION = 64
+#: The version field of a distribution whose version is unknown.
+UNKNOWN_VERSION = "-"
+
+# -- record fields -----------------------------------------------------------------------------
+
+#: ``direct``: user code imported it first; ``transitive``: another distribution's code did;
+#: ``upgrade``: reported ``transitive`` before, and now imported by user code too.
+DIRECT = "direct"
+TRANSITIVE = "transitive"
+UPGRADE = "upgrade"
+LEVELS = (DIRECT, TRANSITIVE, UPGRADE)
+#: ``env``: the environment's site-packages; ``user``: the user site (``pip install --user``).
+ORIGINS = ("env", "user")
+#: The collector's level and origin of a statsd line, which carries neither (never on the wire
+#: of ``popcon/1``).
+UNKNOWN = "unknown"
+
+# -- field patterns (each matches a whole field) -----------------------------------------------
+
+#: A canonical distribution name (PEP 503), 1 to :data:`MAX_NAME` characters.
+NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?\Z")
+#: A version: 1 to :data:`MAX_VERSION` printable ASCII characters, no space.
+VERSION_RE = re.compile(r"[!-~]{1,64}\Z")
+#: ``py <major>.<minor>``.
+PY_RE = re.compile(r"[0-9]{1,2}\.[0-9]{1,3}\Z")
+#: An environment label: 1 to :data:`MAX_ENV_LABEL` characters, no control character.
+ENV_LABEL_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}\Z")
+#: ``label <key>=<value>``: the key (at most :data:`MAX_LABEL_KEY`) and the value (at most
+#: :data:`MAX_LABEL_VALUE` characters).
+LABEL_KEY_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}\Z")
+LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}\Z")
+#: A ``use`` datagram's ``<seq>``: 0, 1, 2, ... (at most 10 digits).
+SEQ_RE = re.compile(r"(?:0|[1-9][0-9]{0,9})\Z")
+#: An inventory's ``<id>``: 8 lower-case hex digits.
+INVENTORY_ID_RE = re.compile(r"[0-9a-f]{8}\Z")
+
+_SEPARATORS_RE = re.compile(r"[-_.]+")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation: ``Scikit_Learn`` → ``scikit-learn``."""
+    return _SEPARATORS_RE.sub("-", name).lower()
+
+
+# -- signature ---------------------------------------------------------------------------------
+
+#: Hex digits of HMAC-SHA256 in a ``sig`` line.
+SIGNATURE_DIGITS = 32
+
+
+def sign(key: bytes, payload: bytes) -> bytes:
+    """The signature line for ``payload`` (which ends with ``\\n``): ``b"sig <32 hex>\\n"``."""
+    digest = hmac.new(key, payload, sha256).hexdigest()[:SIGNATURE_DIGITS]
+    return b"sig " + digest.encode("ascii") + b"\n"
+
+
+# -- statsd lines ------------------------------------------------------------------------------
+
+#: ``<prefix>`` of ``<prefix>.library_used.<name>:1|c`` and ``<prefix>.reports:1|c``.
+DEFAULT_STATSD_PREFIX = "python_popcon"
+STATSD_LIBRARY_USED = "library_used"
+STATSD_REPORTS = "reports"
+#: Largest counter value the collector accepts on a statsd line (``name:3|c``: 3 processes).
+MAX_STATSD_VALUE = 100
+
+# -- addresses ---------------------------------------------------------------------------------
+
+#: The collector's UDP port (``POPCON_COLLECTOR`` defaults to ``udp://127.0.0.1:8137``).
+DEFAULT_COLLECTOR_PORT = 8137
+#: The collector's HTTP port (API, dashboard, ``/metrics``).
+DEFAULT_HTTP_PORT = 8138
+
+# -- validation --------------------------------------------------------------------------------
+
+#: Every reason the collector's decoder drops a whole datagram for
+#: (``popcon_datagrams_total{result="<reason>"}``).
+REJECTIONS = (
+    "too_long",  # more than MAX_DATAGRAM bytes
+    "empty",
+    "not_utf8",
+    "unknown_format",  # neither popcon/ nor a statsd line with the configured prefix
+    "version",  # popcon/<n> with n != 1
+    "kind",  # a first line of an unknown kind
+    "truncated",  # no final newline
+    "missing_env",
+    "missing_py",
+    "too_many_labels",
+    "bad_label",
+    "bad_name",  # a library name that is not a canonical distribution name
+    "malformed",  # any other malformed line
+    "unsigned",  # the collector has a key and the datagram carries no signature
+    "bad_signature",
+    "statsd_malformed",
+)

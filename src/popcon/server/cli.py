@@ -24,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from popcon.output import write_stdout
+from popcon.protocol import DEFAULT_HTTP_PORT, DIRECT, ORIGINS
 from popcon.server.query import answers
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.params import BadParameter, QueryError, canonical_library
 from popcon.server.tables import Column, render_csv, render_json, render_table
 
-DEFAULT_SERVER = "http://127.0.0.1:8138/"
+DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}/"
 API_TOKEN_ENV = "POPCON_API_TOKEN"
 #: Seconds an HTTP request to the collector may take.
 HTTP_TIMEOUT = 30.0
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="only reports carrying this label (repeatable)",
     )
-    top.add_argument("--origin", choices=("env", "user"), help="only this origin")
+    top.add_argument("--origin", choices=ORIGINS, help="only this origin")
     top.add_argument("--limit", type=int, metavar="N", help="show the first N only")
 
     unused = commands.add_parser(
@@ -256,7 +257,7 @@ def command_top(args: argparse.Namespace, fetch: Fetch) -> Shown:
             raise CommandError(f"--label: expected KEY=VALUE, got {item!r}", 2)
         params[f"label.{key}"] = value
     if args.direct:
-        params["level"] = "direct"
+        params["level"] = DIRECT
     if args.origin:
         params["origin"] = args.origin
     answer = fetch("libraries", params)

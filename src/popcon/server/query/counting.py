@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from popcon.protocol import DIRECT, TRANSITIVE, UNKNOWN
 from popcon.server.query.params import QueryError
 from popcon.server.storage.schema import ORIGIN_CODES
 
@@ -22,11 +23,11 @@ def parts(d: int, t: int, u: int, k: int, level: str | None = None) -> dict[str,
     when one is given."""
     direct = d + u
     transitive = max(0, t - u)
-    if level == "direct":
+    if level == DIRECT:
         transitive = k = 0
-    elif level == "transitive":
+    elif level == TRANSITIVE:
         direct = k = 0
-    elif level == "unknown":
+    elif level == UNKNOWN:
         direct = transitive = 0
     elif level is not None:
         raise QueryError(f"level: expected direct, transitive or unknown, got {level!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from popcon.protocol import UNKNOWN
 from popcon.server.query.connection import snapshot
 from popcon.server.query.counting import check_level, origin_code, parts, parts_of
 from popcon.server.query.params import QueryError, ceil_to, floor_to, iso
@@ -72,7 +73,7 @@ def libraries(
         if level is not None:
             counts = parts(d, t, u, k, level)
             direct, transitive, k = counts["direct"], counts["transitive"], 0
-            if level == "unknown":
+            if level == UNKNOWN:
                 k = counts["processes"]
         processes = direct + transitive + k
         name = names.get(lib_id)

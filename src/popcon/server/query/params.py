@@ -12,16 +12,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from popcon.protocol import (
+    DIRECT,
+    ENV_LABEL_RE,
+    LABEL_KEY_RE,
+    LABEL_VALUE_RE,
+    NAME_RE,
+    ORIGINS,
+    TRANSITIVE,
+    UNKNOWN,
+    canonical_name,
+)
+
 #: Units accepted by ``since``: minutes, hours, days.
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 _SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
-_LABEL_KEY_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
-_LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,64}$")
-_LIBRARY_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,98}[a-z0-9])?$")
 
 #: ``unknown`` is the level of statsd lines (no level on the wire).
-LEVELS = ("direct", "transitive", "unknown")
-ORIGINS = ("env", "user")
+LEVELS = (DIRECT, TRANSITIVE, UNKNOWN)
 #: The prefix of a label filter in a query string: ``?label.hub=research``.
 LABEL_PARAM_PREFIX = "label."
 
@@ -142,11 +150,7 @@ def parse_filters(
     """``env``, ``label.<key>=<value>`` (repeatable with different keys), ``level``, ``origin``."""
     allowed = set(allowed)
     env = params.get("env")
-    if (
-        env is not None
-        and "env" in allowed
-        and (not env or len(env) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in env))
-    ):
+    if env is not None and "env" in allowed and not ENV_LABEL_RE.match(env):
         raise BadParameter("env", "expected 1-200 characters without control characters")
     labels = []
     for name, value in params.items():
@@ -155,9 +159,9 @@ def parse_filters(
         key = name[len(LABEL_PARAM_PREFIX) :]
         if "label" not in allowed:
             raise BadParameter(name, "label filters do not apply here")
-        if not _LABEL_KEY_RE.match(key):
+        if not LABEL_KEY_RE.match(key):
             raise BadParameter(name, "a label key matches [a-z_][a-z0-9_]{0,31}")
-        if not _LABEL_VALUE_RE.match(value):
+        if not LABEL_VALUE_RE.match(value):
             raise BadParameter(name, "a label value is 1-64 characters of [A-Za-z0-9_.:/@+-]")
         labels.append((key, value))
     level = params.get("level")
@@ -185,8 +189,8 @@ def check_known(params: Iterable[str], known: Iterable[str]) -> None:
 
 def canonical_library(name: str) -> str:
     """The PEP 503 name the protocol carries (``Scikit_Learn`` → ``scikit-learn``), checked."""
-    canonical = re.sub(r"[-_.]+", "-", name.strip()).lower()
-    if not _LIBRARY_RE.match(canonical):
+    canonical = canonical_name(name.strip())
+    if not NAME_RE.match(canonical):
         raise BadParameter(
             "library", f"expected a distribution name like scikit-learn, got {name!r}"
         )

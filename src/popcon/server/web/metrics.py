@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from popcon.protocol import UPGRADE
 from popcon.server.query import totals
 from popcon.server.query.privacy import is_hidden
 from popcon.server.storage.schema import RESULT_REASONS
@@ -73,7 +74,7 @@ def collect_families(conn: sqlite3.Connection, min_count: int) -> list[Metric]:
     for total in totals.library_process_totals(conn):
         if is_hidden(total.records, min_count):
             continue
-        if total.level == "upgrade":
+        if total.level == UPGRADE:
             upgrades.add_metric([total.library, total.env], total.records)
         else:
             processes.add_metric([total.library, total.env, total.level], total.records)
