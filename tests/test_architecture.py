@@ -36,6 +36,7 @@ MAY_IMPORT = {
         "popcon.protocol",
         "popcon.server.query",
         "popcon.server.tables",
+        "popcon.server.settings",
         "popcon.server.app",
     ),
 }

@@ -28,10 +28,10 @@ from popcon.protocol import DEFAULT_HTTP_PORT, DIRECT, ORIGINS
 from popcon.server.query import answers
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.params import BadParameter, QueryError, canonical_library
+from popcon.server.settings import API_TOKEN_ENV
 from popcon.server.tables import Column, render_csv, render_json, render_table
 
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}/"
-API_TOKEN_ENV = "POPCON_API_TOKEN"
 #: Seconds an HTTP request to the collector may take.
 HTTP_TIMEOUT = 30.0
 

@@ -12,10 +12,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from popcon.server.storage.schema import StoreSettings
-from popcon.server.web.auth import Auth
+
+if TYPE_CHECKING:  # the CLI reads API_TOKEN_ENV here without importing tornado
+    from popcon.server.web.auth import Auth
 
 #: Environment variables ``popcon serve`` reads (secrets never come from flags or files).
 API_TOKEN_ENV = "POPCON_API_TOKEN"
