@@ -5,11 +5,11 @@ process here must exit 0, print nothing it was not asked to, and still report ri
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 
 import pytest
 from recorder_testlib import (
+    BASE_PYTHON,
     Lib,
     Venv,
     build_wheel,
@@ -194,7 +194,7 @@ def test_environment_changed_by_pip_after_enable(
 
     # A module whose distribution was uninstalled but whose file stayed is the user's own.
     uninstall = [
-        sys.executable,
+        BASE_PYTHON,
         "-m",
         "pip",
         "--python",

@@ -33,6 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_DATAGRAM = 1400
 MAX_LABELS = 8
 CACHE_ROOT = Path(os.environ.get("POPCON_TEST_CACHE", Path.home() / ".cache" / "popcon-tests"))
+#: The interpreter the test venvs are made from: POPCON_TEST_PYTHON where set (the recorder's
+#: tests on each CPython, scripts/recorder_pythons.sh), else the one running the tests.
+BASE_PYTHON = os.environ.get("POPCON_TEST_PYTHON") or sys.executable
 
 # --------------------------------------------------------------------------- wire format
 
@@ -401,7 +404,7 @@ class Venv:
 
 
 def create_venv(path: Path, *, system_site_packages: bool = False, with_pip: bool = False) -> Venv:
-    args = [sys.executable, "-m", "venv", str(path)]
+    args = [BASE_PYTHON, "-m", "venv", str(path)]
     if not with_pip:
         args.append("--without-pip")
     if system_site_packages:
@@ -411,13 +414,14 @@ def create_venv(path: Path, *, system_site_packages: bool = False, with_pip: boo
 
 
 def pip_install(venv: Venv, *args, env_extra: Mapping | None = None) -> None:
-    """Install into ``venv`` with the test interpreter's pip (the venvs have no pip of their
-    own). POPCON_DISABLE keeps an enabled recorder quiet inside pip itself."""
+    """Install into ``venv`` with the pip of the interpreter it was made from (the venvs have
+    no pip of their own; pip supports the Python versions of its time only).
+    POPCON_DISABLE keeps an enabled recorder quiet inside pip itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POPCON_")}
     env["POPCON_DISABLE"] = "1"
     env.update(env_extra or {})
     command = [
-        sys.executable, "-m", "pip", "--python", str(venv.python), "install",
+        BASE_PYTHON, "-m", "pip", "--python", str(venv.python), "install",
         "--disable-pip-version-check", "--no-input", "-q", *map(str, args),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -439,7 +443,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 def cached_venv(name: str, requirements: Sequence[str]) -> Venv:
     """A venv with ``requirements`` from PyPI, kept under CACHE_ROOT keyed by a hash of the
     interpreter and the requirement list, so that reruns skip the install."""
-    key_source = "\n".join([sys.version, sys.executable, *sorted(requirements)])
+    interpreter = [sys.version, sys.executable] if sys.executable == BASE_PYTHON else [BASE_PYTHON]
+    key_source = "\n".join([*interpreter, *sorted(requirements)])
     key = hashlib.sha256(key_source.encode()).hexdigest()[:12]
     path = CACHE_ROOT / "venvs" / f"{name}-{key}"
     complete = path / ".popcon-tests-complete"

@@ -71,10 +71,11 @@ WORKLOADS = {
 def _free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
-def _popcon(*arguments: str) -> list:
+def _popcon(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "popcon", *arguments]
 
 
@@ -108,7 +109,7 @@ def _workload_venv(directory: Path) -> Path:
     return python
 
 
-def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -189,7 +190,7 @@ def run_demo(*, exit_after_table: bool, cache: Path) -> int:
     return 0
 
 
-def main(argv: list) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="popcon demo", description=__doc__.splitlines()[0])
     parser.add_argument("--exit", action="store_true", help="exit right after the table (CI)")
     parser.add_argument(

@@ -11,9 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from popcon import __version__
+from popcon.recorder.core import DEFAULT_COLLECTOR
 from popcon.recorder.hook import opted_out
 
 PTH_NAME = "popcon.pth"
@@ -82,13 +85,16 @@ class EnableError(Exception):
     """A problem the user can fix, said in one line."""
 
 
-def describe_interpreter(python: str | None) -> dict:
+def describe_interpreter(python: str | None) -> dict[str, Any]:
     """Where the target interpreter's environment keeps its site-packages."""
     executable = python or sys.executable
-    return json.loads(_run_target(executable, ["-c", _DESCRIBE], what="--python"))
+    described: dict[str, Any] = json.loads(
+        _run_target(executable, ["-c", _DESCRIBE], what="--python")
+    )
+    return described
 
 
-def _run_target(executable: str, arguments: list, *, what: str, isolated: bool = True) -> str:
+def _run_target(executable: str, arguments: list[str], *, what: str, isolated: bool = True) -> str:
     # -I: ignore PYTHON* variables, the user site and the current directory. Not -S: in a
     # virtual environment it is site that sets sys.prefix to the environment.
     # POPCON_DISABLE: the target may be enabled already; its recorder has nothing to do here.
@@ -109,7 +115,7 @@ def _run_target(executable: str, arguments: list, *, what: str, isolated: bool =
     return result.stdout
 
 
-def recorder_sources() -> dict:
+def recorder_sources() -> dict[str, str]:
     """File name in site-packages -> text of the recorder file it is a copy of."""
     here = Path(__file__).parent.parent / "recorder"
     return {target: (here / source).read_text("utf-8") for target, source in RECORDER_FILES.items()}
@@ -170,7 +176,7 @@ def installed_start(site: Path) -> str | None:
     return None
 
 
-def _start_files(site: Path, start: str) -> list:
+def _start_files(site: Path, start: str) -> list[Path]:
     """The files (and their bytecode) that starting ``start``'s way put into ``site``, in the
     order to remove them."""
     ours = is_our_sitecustomize(site / SITECUSTOMIZE_NAME)
@@ -178,14 +184,14 @@ def _start_files(site: Path, start: str) -> list:
     return [site / n for n in names] + _compiled(site, names)
 
 
-def _compiled(site: Path, names) -> list:
+def _compiled(site: Path, names: Iterable[str]) -> list[Path]:
     cache = site / "__pycache__"
     if not cache.is_dir():
         return []
     return [p for n in names if n.endswith(".py") for p in cache.glob(n[:-3] + ".*.pyc")]
 
 
-def enable(python: str | None = None, *, pth: bool = False) -> dict:
+def enable(python: str | None = None, *, pth: bool = False) -> dict[str, Any]:
     """Install the recorder into the environment of ``python``; idempotent. ``pth``: start it
     from ``popcon.pth`` even where it could start as the environment's sitecustomize."""
     interpreter = describe_interpreter(python)
@@ -223,7 +229,7 @@ def enable(python: str | None = None, *, pth: bool = False) -> dict:
     return {"site": str(site), "python": interpreter["executable"], "start": start, "maps": maps}
 
 
-def disable(python: str | None = None) -> dict:
+def disable(python: str | None = None) -> dict[str, Any]:
     """Remove everything ``enable`` wrote; idempotent."""
     interpreter = describe_interpreter(python)
     site = Path(interpreter["purelib"])
@@ -244,23 +250,23 @@ def disable(python: str | None = None) -> dict:
     return {"site": str(site), "python": interpreter["executable"], "removed": removed}
 
 
-def status(python: str | None = None) -> dict:
+def status(python: str | None = None) -> dict[str, Any]:
     """Whether recording is on in that environment, and what it would send where."""
     interpreter = describe_interpreter(python)
     site = Path(interpreter["purelib"])
     start = installed_start(site)
     modules = [n for n in RECORDER_FILES if n != HOOK_NAME or start == "pth"]
     enabled = start is not None and all((site / n).exists() for n in modules)
-    report = {
+    report: dict[str, Any] = {
         "python": interpreter["executable"],
         "site": str(site),
         "enabled": enabled,
         "start": start if enabled else None,
         "recorder_version": _installed_version(site / "_popcon_recorder.py"),
         "popcon_version": __version__,
-        "collector": os.environ.get("POPCON_COLLECTOR") or "udp://127.0.0.1:8137",
+        "collector": os.environ.get("POPCON_COLLECTOR") or DEFAULT_COLLECTOR,
     }
-    if enabled:
+    if enabled and start is not None:
         report["opted_out"] = opted_out(os.environ)
         report.update(
             json.loads(
@@ -299,7 +305,7 @@ def _installed_version(path: Path) -> str | None:
     return None
 
 
-def format_status(report: dict) -> str:
+def format_status(report: dict[str, Any]) -> str:
     """``popcon status`` for people."""
     lines = [f"python:     {report['python']}", f"site:       {report['site']}"]
     if not report["enabled"] and report["recorder_version"] is not None:

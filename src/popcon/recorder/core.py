@@ -1,39 +1,63 @@
 """The recorder's core: classifies imports, keeps the module map, builds and sends datagrams.
 
-``popcon/recorder_hook.py`` loads it (as ``_popcon_recorder``, a verbatim copy placed beside
+The start-up hook (``hook.py``) loads it (as ``_popcon_recorder``, a verbatim copy placed beside
 the hook by ``popcon enable``) on the first import that the hook cannot settle by itself, so a
 process that imports no third-party library never loads it. Standard library only; nothing it
 sends names a user, a host, a path, a time or a user's own module.
 
+What it offers the others: to the hook, ``attach(hook)`` and ``report(fullname, top, spec)``; to
+``map`` and ``rare``, the protocol's terms (``PROTOCOL_VERSION``, ``MAX_DATAGRAM``, ``LEVELS``,
+...), ``chunks``, ``signed``, ``emit``, ``send_queued``, ``path_key``, ``is_address``,
+``cache_directory``, ``site_cache_files``, ``site_map``, ``sibling``, ``after_cell`` and the
+``Config`` they are given; to ``popcon status``, ``environment_label``.
+
 The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
-Notes below are comments rather than docstrings: every process that imports a library loads
-this module, and docstrings would make that load longer (rarely needed parts live in
-``rare.py`` for the same reason).
+Notes below are comments rather than docstrings, and types are comments too: every process
+that imports a library loads this module, and docstrings or evaluated annotations would make
+that load longer (rarely needed parts live in ``rare.py`` for the same reason). It is longer
+than the recorder's other modules because splitting it would make every such process load one
+more file.
 """
 
 import _thread
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true when it runs: the type comments' names (see _types.pyi)
+    from ._types import *  # noqa: F403
+
+
 _VERSION = "0.1.0"  # the popcon version this copy came from; checked by `popcon status`
 
-_MAP_FORMAT = 3  # bump when the cached map's layout changes
-_MAX_DATAGRAM = 1400
+# The protocol's terms (docs/protocol.md), for the recorder's side of the copy boundary.
+PROTOCOL_VERSION = "popcon/1"
+MAX_DATAGRAM = 1400  # bytes, the signature line included
+DEFAULT_COLLECTOR = "udp://127.0.0.1:8137"
+LEVELS = ("direct", "transitive", "upgrade")
+ORIGINS = ("env", "user")
+MAX_ENV_LABEL = 200  # characters of the environment label
+HEAD_ROOM = 64  # bytes of a datagram kept for its first line and its signature line
+
+_DIRECT, _TRANSITIVE, _UPGRADE = LEVELS
+_ENV, _USER = ORIGINS
+
+MAP_FORMAT = 3  # bump when the cached map's layout changes
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
 _SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
 
 
 # Per-process state. ``_settled`` is the hook's set of top-level names whose finds need no
 # further report (user modules, distributions already recorded); ``attach`` shares it.
-_hook = None  # the start-up hook module
-_settled: set = set()
-_map = None  # the _ModuleMap, loaded on the first import that needs it
-_levels: dict = {}  # distribution name -> "direct" | "transitive"
-_transitive: set = set()  # names of distributions reported transitive and not upgraded yet
-_user_tops: set = set()  # top-level names of user modules seen (never sent anywhere)
-_pending: list = []  # record lines not sent yet
+_hook = None  # type: ModuleType | None  # the start-up hook module
+_settled = set()  # type: set[str]
+_map = None  # type: ModuleMap | None  # loaded on the first import that needs it
+_levels = {}  # type: dict[str, str]  # distribution name -> "direct" | "transitive"
+_transitive = set()  # type: set[str]  # reported transitive and not upgraded yet
+_user_tops = set()  # type: set[str]  # top-level names of user modules (never sent anywhere)
+_pending = []  # type: list[str]  # record lines not sent yet
 _seq = 0  # datagrams sent by this process
-_config = None  # the _Config, read at the first send
+_config = None  # type: Config | None  # read at the first send
 _ipython_hooked = False
 _last_scan = -1e9  # time.monotonic() of the last upgrade scan
 _last_scan_size = 0  # how many namespace entries it looked at
@@ -42,10 +66,11 @@ _attached = False
 _OWN_MODULES = frozenset(
     {"_popcon_hook", "_popcon_recorder", "_popcon_recorder_map", "_popcon_recorder_rare", "popcon"}
 )
-_STDLIB: frozenset = frozenset()
+_STDLIB = frozenset()  # type: frozenset[str]
 
 
-def attach(hook) -> None:
+def attach(hook):
+    # type: (ModuleType) -> None
     # Called by the hook on its first report: share its state, and only now take on exit and
     # fork duties (a process that never gets here has nothing to send).
     global _hook, _settled, _STDLIB, _attached, _OWN_MODULES
@@ -56,7 +81,7 @@ def attach(hook) -> None:
             return
         _attached = True
         _hook = hook
-        _settled = hook._settled
+        _settled = hook.settled
         _OWN_MODULES = _OWN_MODULES | {hook.__name__}  # "sitecustomize" where it is that
         _STDLIB = _standard_library_names()
         atexit.register(_at_exit)
@@ -64,7 +89,8 @@ def attach(hook) -> None:
             os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def report(fullname: str, top: str, spec) -> None:
+def report(fullname, top, spec):
+    # type: (str, str, ModuleSpec | None) -> None
     # The hook's hand-over: ``spec`` is what the path finder found, None when no sys.path
     # directory had the module (a later meta path finder may). Bounded wait: a thread in here
     # could wait for a module lock held by the thread waiting here.
@@ -72,24 +98,29 @@ def report(fullname: str, top: str, spec) -> None:
         return
     try:
         if on_import(fullname, top) and spec is not None:
-            _watch_namespace(spec)
+            _watch_namespace(spec.submodule_search_locations or ())
     finally:
         _lock.release()
 
 
-def _watch_namespace(spec) -> None:
-    # A namespace package shared by several distributions: have the hook watch its
+def _watch_namespace(portions):
+    # type: (Iterable[str]) -> None
+    # A namespace package shared by several distributions: the hook is to watch its
     # directories too, to report the modules found there (the second level names the
-    # distribution).
-    hook = _hook
-    for portion in spec.submodule_search_locations or ():
-        hook._watched.add(portion)
-        found = sys.path_importer_cache.get(portion)
-        if type(found) is hook._finder_type and "find_spec" not in vars(found):
-            found.find_spec = hook._watched_find_spec.__get__(found)
+    # distribution). A finder the path finder made for one already is dropped from its cache,
+    # for the hook's path hook to make it again, watched.
+    if _hook is None:
+        return
+    watched = _hook.watched
+    cache = sys.path_importer_cache
+    for portion in portions:
+        if portion not in watched:
+            watched.add(portion)
+            cache.pop(portion, None)
 
 
-def _at_exit() -> None:
+def _at_exit():
+    # type: () -> None
     if _lock.acquire(True, 0.5):
         try:
             at_exit()
@@ -99,7 +130,8 @@ def _at_exit() -> None:
             _lock.release()
 
 
-def _after_fork_in_child() -> None:
+def _after_fork_in_child():
+    # type: () -> None
     global _lock
     _lock = _thread.RLock()  # another thread may have held it at the fork
     try:
@@ -108,30 +140,34 @@ def _after_fork_in_child() -> None:
         pass
 
 
-def _standard_library_names() -> frozenset:
+def _standard_library_names():
+    # type: () -> frozenset[str]
     # sys.stdlib_module_names lists the built-in modules too (but for a test module or two)
-    names = getattr(sys, "stdlib_module_names", None)
+    names = getattr(sys, "stdlib_module_names", None)  # type: frozenset[str] | None
     if names is None:
-        return _sibling("rare").standard_library_names_before_3_10()
+        names = sibling("rare").standard_library_names_before_3_10()
     return names
 
 
-def at_exit() -> None:
+def at_exit():
+    # type: () -> None
     # Send what is still pending (upgrades found by a last look at user namespaces), then
     # close the socket, so that no ResourceWarning reaches the user at shutdown.
     if _transitive:
         _scan_user_namespaces()
     _flush()
-    if _config is not None and _config.resolving:
-        _sibling("rare").await_resolution(_config)
-    if _config is not None:
-        _config.mode = None  # later imports (other exit handlers) send nothing
-        if _config.socket is not None:
-            _config.socket.close()
-            _config.socket = None
+    config = _config
+    if config is not None:
+        if config.resolving:
+            sibling("rare").await_resolution(config)
+        config.mode = None  # later imports (other exit handlers) send nothing
+        if config.socket is not None:
+            config.socket.close()
+            config.socket = None
 
 
-def after_fork_in_child() -> None:
+def after_fork_in_child():
+    # type: () -> None
     # A forked child is a new process that already knows what its parent reported.
     global _seq, _config
     _seq = 0
@@ -140,10 +176,19 @@ def after_fork_in_child() -> None:
         _config = _config.for_child()
 
 
+def after_cell():
+    # type: () -> None
+    # For rare's IPython hook, after each notebook cell: upgrades of what the cell used.
+    with _lock:
+        _scan_user_namespaces()
+        _flush()
+
+
 # --------------------------------------------------------------------------- classification
 
 
-def on_import(fullname: str, top: str) -> bool:
+def on_import(fullname, top):
+    # type: (str, str) -> bool
     # A module found under a top-level name the hook has not settled; True when it is a
     # namespace package shared by several distributions (``report`` then has the hook watch
     # its directories, to report the modules found one level deeper).
@@ -180,10 +225,11 @@ def on_import(fullname: str, top: str) -> bool:
     return namespace and fullname == top
 
 
-_AT_START_UP = ("(start-up)", "-", "env")  # what _importing_distribution says during site
+_AT_START_UP = ("(start-up)", "-", _ENV)  # type: Dist  # what _importing_distribution says during site
 
 
-def _importing_distribution(frame) -> "tuple | None":
+def _importing_distribution(frame):
+    # type: (FrameType | None) -> Dist | None
     # The distribution whose code is importing, None when user code is, or ``_AT_START_UP``
     # when the import runs under ``site`` (a ``.pth`` file, ``sitecustomize``).
     #
@@ -216,25 +262,28 @@ def _importing_distribution(frame) -> "tuple | None":
     return importer
 
 
-def _record(dist: tuple, importer: "tuple | None") -> None:
+def _record(dist, importer):
+    # type: (Dist, Dist | None) -> None
     name, version, origin = dist
     if importer is None:
-        _levels[name] = "direct"
-        _pending.append(f"lib {name} {version} direct {origin}")
+        _levels[name] = _DIRECT
+        _pending.append(f"lib {name} {version} {_DIRECT} {origin}")
     else:
-        _levels[name] = "transitive"
+        _levels[name] = _TRANSITIVE
         _transitive.add(name)
-        _pending.append(f"lib {name} {version} transitive {origin} {importer[0]}")
+        _pending.append(f"lib {name} {version} {_TRANSITIVE} {origin} {importer[0]}")
 
 
-def _upgrade(dist: tuple) -> None:
+def _upgrade(dist):
+    # type: (Dist) -> None
     name, version, origin = dist
-    _levels[name] = "direct"
+    _levels[name] = _DIRECT
     _transitive.discard(name)
-    _pending.append(f"lib {name} {version} upgrade {origin}")
+    _pending.append(f"lib {name} {version} {_UPGRADE} {origin}")
 
 
-def _scan_user_namespaces(*, throttle: bool = False) -> None:
+def _scan_user_namespaces(throttle=False):
+    # type: (bool) -> None
     # Upgrade transitive distributions that user code holds: modules, functions, classes.
     # An ``import numpy`` of an already loaded numpy reaches no finder, so the recorder looks at
     # what ``__main__`` and the user's own modules hold instead: after each notebook cell, at
@@ -242,7 +291,7 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
     # than ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
     global _ipython_hooked, _last_scan, _last_scan_size
     if not _ipython_hooked and "IPython" in sys.modules:
-        _ipython_hooked = _sibling("rare").hook_ipython()
+        _ipython_hooked = sibling("rare").hook_ipython()
     if not _transitive or _map is None:
         return
     import time
@@ -253,7 +302,7 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
     _last_scan = now
     _last_scan_size = 0
     module_type = type(sys)
-    module_dict = module_type.__dict__["__dict__"].__get__
+    module_dict = vars(module_type)["__dict__"].__get__
     function_types = (type(_scan_user_namespaces), type(len))
     names = ["__main__", *_user_tops]
     for module_name in names:
@@ -293,7 +342,7 @@ def _scan_user_namespaces(*, throttle: bool = False) -> None:
 # --------------------------------------------------------------------------- the module map
 
 
-class _ModuleMap:
+class ModuleMap:
     # Top-level (and, under shared namespace packages, second-level) module names mapped to
     # indexes in ``dists``, a list of ``(canonical name, version, origin)``.
     #
@@ -301,13 +350,15 @@ class _ModuleMap:
     # (look one level deeper); -2 - i does the same but says that a bare ``import top`` belongs
     # to distribution i.
 
-    def __init__(self, dists: list, names: dict, inventories: list, stamps: list) -> None:
+    def __init__(self, dists, names, inventories, stamps):
+        # type: (list[Dist], dict[str, int], list[Inventory], list[tuple[str, int]]) -> None
         self.dists = dists
         self.names = names
-        self.inventories = inventories  # [(inventory id, [(name, version)])] per env site
+        self.inventories = inventories  # per env site
         self.stamps = stamps  # [(site directory, its st_mtime_ns when mapped)]
 
-    def lookup(self, fullname: str, top: str) -> "tuple | None":
+    def lookup(self, fullname, top):
+        # type: (str, str) -> Dist | None
         # ``(name, version, origin)`` of the distribution that provides ``fullname``.
         index = self.names.get(top)
         if index is not None and index < 0:
@@ -316,11 +367,13 @@ class _ModuleMap:
             index = deeper if deeper is not None else (-2 - index if index <= -2 else None)
         return None if index is None else self.dists[index]
 
-    def is_namespace(self, top: str) -> bool:
+    def is_namespace(self, top):
+        # type: (str) -> bool
         index = self.names.get(top)
         return index is not None and index < 0
 
-    def is_stale(self) -> bool:
+    def is_stale(self):
+        # type: () -> bool
         # Has a site directory changed since it was mapped (one stat per directory)?
         for path, mtime in self.stamps:
             try:
@@ -331,7 +384,8 @@ class _ModuleMap:
         return False
 
 
-def _site_directories() -> list:
+def _site_directories():
+    # type: () -> list[tuple[str, str]]
     # ``(path, origin)`` of the directories to map, highest import priority first.
     import site
 
@@ -341,12 +395,12 @@ def _site_directories() -> list:
     if getattr(site, "ENABLE_USER_SITE", False):
         user_site = getattr(site, "USER_SITE", None)
         if user_site:
-            candidates.append((user_site, "user"))
+            candidates.append((user_site, _USER))
     try:
         env_sites = site.getsitepackages()
     except AttributeError:  # very old virtualenv
         env_sites = [p for p in sys.path if p.endswith("site-packages")]
-    candidates.extend((p, "env") for p in env_sites)
+    candidates.extend((p, _ENV) for p in env_sites)
     for path, origin in candidates:
         try:
             status = os.stat(path)
@@ -359,28 +413,31 @@ def _site_directories() -> list:
     return found
 
 
-def _load_map() -> _ModuleMap:
+def _load_map():
+    # type: () -> ModuleMap
     try:
-        return _merge_site_maps([(_site_map(p), origin) for p, origin in _site_directories()])
+        return merge_site_maps([(site_map(p), origin) for p, origin in _site_directories()])
     except Exception:
-        return _ModuleMap([], {}, [], [])
+        return ModuleMap([], {}, [], [])
 
 
-def _merge_site_maps(site_maps: list) -> _ModuleMap:
-    # One map over all site directories; the directory first on ``sys.path`` wins.
-    dists: list = []
-    names: dict = {}
+def merge_site_maps(site_maps):
+    # type: (list[tuple[SiteMap | None, str]]) -> ModuleMap
+    # One map over all site directories, given highest import priority first: the directory
+    # first on ``sys.path`` wins.
+    dists = []  # type: list[Dist]
+    names = {}  # type: dict[str, int]
     inventories = []
     stamps = []
-    for site_map, origin in reversed(site_maps):
-        if site_map is None:
+    for one, origin in reversed(site_maps):
+        if one is None:
             continue
-        stamps.append((site_map["site"], site_map["mtime"]))
+        stamps.append((one["site"], one["mtime"]))
         base = len(dists)
-        dists.extend((name, version, origin) for name, version in site_map["dists"])
-        if origin == "env":
-            inventories.append((site_map["inventory_id"], site_map["dists"]))
-        for key, index in site_map["names"].items():
+        dists.extend((name, version, origin) for name, version in one["dists"])
+        if origin == _ENV:
+            inventories.append((one["inventory_id"], one["dists"]))
+        for key, index in one["names"].items():
             if index >= 0:
                 index += base
             elif index <= -2:
@@ -388,63 +445,70 @@ def _merge_site_maps(site_maps: list) -> _ModuleMap:
             elif key in names:
                 continue  # a bare namespace does not hide a lower directory's owner
             names[key] = index
-    return _ModuleMap(dists, names, inventories, stamps)
+    return ModuleMap(dists, names, inventories, stamps)
 
 
-def _cache_directory() -> "str | None":
+def cache_directory():
+    # type: () -> str | None
+    # The user's cache directory for the recorder, if there is one (POPCON_CACHE_DIR).
     environ = os.environ
     explicit = environ.get("POPCON_CACHE_DIR")
     if explicit:
         return explicit
-    base = environ.get("XDG_CACHE_HOME") or (
-        environ.get("HOME") and os.path.join(environ["HOME"], ".cache")
-    )
+    home = environ.get("HOME")
+    base = environ.get("XDG_CACHE_HOME") or (os.path.join(home, ".cache") if home else None)
     return os.path.join(base, "popcon") if base else None
 
 
-def _site_cache_files(site_path: str):
+def site_cache_files(site_path):
+    # type: (str) -> Iterator[str]
     # Where a site directory's map may be stored: beside it (written by ``popcon enable``,
     # shared by every user) first, then in the user's cache directory (named only if asked).
     beside = os.path.join(site_path, "popcon-cache")
     if os.path.isdir(beside):
         yield os.path.join(beside, "map.marshal")
-    cache = _cache_directory()
+    cache = cache_directory()
     if cache:
-        yield os.path.join(cache, f"map-{_path_key(site_path)}.marshal")
+        yield os.path.join(cache, f"map-{path_key(site_path)}.marshal")
 
 
-def _path_key(text: str) -> str:
+def path_key(text):
+    # type: (str) -> str
     # A short stable key for a path, a label or an inventory (the text's bytes as a number,
     # modulo the largest 64-bit prime): for file names and change detection, not security.
     value = int.from_bytes(text.encode("utf-8", "surrogateescape"), "little")
     return f"{value % 0xFFFFFFFFFFFFFFC5:016x}"
 
 
-def _site_map(site_path: str, *, write: bool = True) -> "dict | None":
-    # The cached map of one site directory, rebuilt when the directory changed.
+def site_map(site_path, write=True):
+    # type: (str, bool) -> SiteMap | None
+    # The cached map of one site directory, rebuilt (and stored, when ``write``) when the
+    # directory changed; None when it is not there.
     import marshal
 
     try:
         mtime = os.stat(site_path).st_mtime_ns
     except OSError:
         return None
-    for path in _site_cache_files(site_path):
+    for path in site_cache_files(site_path):
         try:
             with open(path, "rb") as stream:
-                cached = marshal.loads(stream.read())
+                cached = marshal.loads(stream.read())  # type: SiteMap
         except Exception:
             continue
         if (
             type(cached) is dict
-            and cached.get("format") == _MAP_FORMAT
+            and cached.get("format") == MAP_FORMAT
             and cached.get("site") == site_path
             and cached.get("mtime") == mtime
         ):
             return cached
-    return _sibling("map").rebuild_site_map(site_path, mtime, write)
+    built = sibling("map").rebuild_site_map(site_path, mtime, write)  # type: SiteMap
+    return built
 
 
-def _sibling(kind: str):
+def sibling(kind):
+    # type: (str) -> ModuleType
     # The recorder's module ``map`` (the map builder) or ``rare`` (rarely needed parts),
     # loaded on first need: by the hook, from this file's directory, in a recording process;
     # else imported (popcon's own package, or the scripts of ``popcon enable`` and ``status``,
@@ -453,7 +517,8 @@ def _sibling(kind: str):
     module = sys.modules.get(name)
     if module is None:
         if _hook is not None:
-            return _hook.load_beside(name)
+            loaded = _hook.load_beside(name)  # type: ModuleType
+            return loaded
         __import__(name)
         module = sys.modules[name]
     return module
@@ -476,8 +541,9 @@ _SETTINGS = (
 )
 
 
-def _settings() -> dict:
-    # The variables _Config reads, as a plain dict. os.environ.get raises and catches a
+def _settings():
+    # type: () -> dict[str, str]
+    # The variables Config reads, as a plain dict. os.environ.get raises and catches a
     # KeyError for each absent name, which adds up at every first send; the dict os.environ
     # keeps underneath is read directly where it is there (CPython's os module).
     environ = os.environ
@@ -494,12 +560,14 @@ def _settings() -> dict:
     return found
 
 
-class _Config:
-    # Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md).
+class Config:
+    # Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md),
+    # and the socket and queue of the process's sending.
 
-    def __init__(self, environ) -> None:
-        collector = environ.get("POPCON_COLLECTOR") or "udp://127.0.0.1:8137"
-        self.mode, self.host, self.port = _parse_collector(collector)
+    def __init__(self, environ):
+        # type: (Mapping[str, str]) -> None
+        collector = environ.get("POPCON_COLLECTOR") or DEFAULT_COLLECTOR
+        self.mode, self.host, self.port = parse_collector(collector)
         self.header = _header(environ)
         self.key = environ.get("POPCON_KEY", "").encode("utf-8") or None
         self.debug = environ.get("POPCON_DEBUG", "") not in ("", "0")
@@ -508,20 +576,22 @@ class _Config:
             self.inventory_interval = float(environ.get("POPCON_INVENTORY_INTERVAL", "3600"))
         except ValueError:
             self.inventory_interval = 3600.0
-        self.address = None
-        self.socket = None
+        self.address = None  # type: tuple[str, int] | None
+        self.socket = None  # type: socket | None
         self.resolving = False
-        self.queue: list = []
+        self.queue = []  # type: list[bytes]
 
-    def for_child(self) -> "_Config":
-        child = _Config.__new__(_Config)
+    def for_child(self):
+        # type: () -> Config
+        child = Config.__new__(Config)
         child.__dict__.update(self.__dict__)
         child.resolving = False  # the socket is shared with the parent: UDP does not mind
         child.queue = []
         return child
 
 
-def _parse_collector(url: str) -> tuple:
+def parse_collector(url):
+    # type: (str) -> tuple[str | None, str, int]
     # ``udp://host:port`` or ``statsd://host:port`` -> (mode, host, port); mode None if bad.
     scheme, separator, rest = url.partition("://")
     if not separator or scheme not in ("udp", "statsd"):
@@ -536,7 +606,10 @@ def _parse_collector(url: str) -> tuple:
     return scheme, host, int(port)
 
 
-def environment_label(environ) -> str:
+def environment_label(environ):
+    # type: (Mapping[str, str]) -> str
+    # The ``env`` line's label: POPCON_ENV, the Jupyter image, or the environment's prefix
+    # with the home directory written ``~``.
     label = (
         environ.get("POPCON_ENV")
         or environ.get("JUPYTER_IMAGE_SPEC")
@@ -548,84 +621,97 @@ def environment_label(environ) -> str:
         home = environ.get("HOME")
         if home and home != "/" and (label == home or label.startswith(home.rstrip("/") + "/")):
             label = "~" + label[len(home.rstrip("/")) :]
-    label = "".join(c for c in label if c.isprintable())[:200].strip()
+    label = "".join(c for c in label if c.isprintable())[:MAX_ENV_LABEL].strip()
     return label or "unknown"
 
 
-def _header(environ) -> str:
+def _header(environ):
+    # type: (Mapping[str, str]) -> str
     lines = [
         "env " + environment_label(environ),
         f"py {sys.version_info[0]}.{sys.version_info[1]}",
     ]
     text = environ.get("POPCON_LABELS", "")
-    labels, _rejected = _sibling("rare").parse_labels(text) if text else ((), ())
-    lines.extend(f"label {key}={value}" for key, value in labels)
+    if text:
+        labels, _rejected = sibling("rare").parse_labels(text)
+        lines.extend(f"label {key}={value}" for key, value in labels)
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- sending
 
 
-def _flush() -> None:
+def _flush():
+    # type: () -> None
     # Send the pending records now, in as few datagrams as fit.
     global _config, _seq
     if not _pending:
         return
     if _config is None:
-        _config = _Config(_settings())
+        _config = Config(_settings())
     config = _config
     records = _pending[:]
     del _pending[:]
     first = _seq == 0
     if config.mode == "udp":
-        _emit(config, _use_datagrams(config, records))
+        emit(config, _use_datagrams(config, records))
         if first and not config.preview:
             _send_inventory_if_due(config)
     elif config.mode == "statsd":
         _seq += 1
-        _emit(config, _sibling("rare").statsd_datagrams(records, first))
+        emit(config, sibling("rare").statsd_datagrams(records, first))
 
 
-def _use_datagrams(config: "_Config", records: list) -> list:
+def _use_datagrams(config, records):
+    # type: (Config, list[str]) -> list[bytes]
     global _seq
     datagrams = []
-    for chunk in _chunks(records, _MAX_DATAGRAM - len(config.header.encode("utf-8")) - 64):
-        head = f"popcon/1 use {_seq}\n"
+    for chunk in chunks(records, MAX_DATAGRAM - len(config.header.encode("utf-8")) - HEAD_ROOM):
+        head = f"{PROTOCOL_VERSION} use {_seq}\n"
         _seq += 1
-        datagrams.append(_sign(config, (head + config.header + chunk).encode("utf-8")))
+        datagrams.append(signed(config, (head + config.header + chunk).encode("utf-8")))
     return datagrams
 
 
-def _chunks(lines: list, budget: int) -> list:
-    # Join lines (each ending in a newline) into texts of at most ``budget`` bytes.
-    chunks = []
-    current: list = []
+def chunks(lines, budget):
+    # type: (list[str], int) -> list[str]
+    # Join lines (each given without its newline) into texts of at most ``budget`` bytes
+    # (UTF-8, newlines included); a line longer than that makes a text of its own.
+    texts = []
+    current = []  # type: list[str]
     size = 0
     for line in lines:
         length = len(line.encode("utf-8")) + 1
         if current and size + length > budget:
-            chunks.append("".join(current))
+            texts.append("".join(current))
             current = []
             size = 0
         current.append(line + "\n")
         size += length
     if current:
-        chunks.append("".join(current))
-    return chunks
+        texts.append("".join(current))
+    return texts
 
 
-def _sign(config: "_Config", payload: bytes) -> bytes:
-    return payload if config.key is None else _sibling("rare").sign(config.key, payload)
+def signed(config, payload):
+    # type: (Config, bytes) -> bytes
+    # The payload with its signature line where POPCON_KEY is set, else as it is.
+    if config.key is None:
+        return payload
+    with_signature = sibling("rare").sign(config.key, payload)  # type: bytes
+    return with_signature
 
 
-def _send_inventory_if_due(config: "_Config") -> None:
+def _send_inventory_if_due(config):
+    # type: (Config) -> None
     # At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user, and when
     # the inventory changed; the check costs one ``stat``.
-    if config.inventory_interval <= 0 or _map is None or not _map.inventories:
+    module_map = _map
+    if config.inventory_interval <= 0 or module_map is None or not module_map.inventories:
         return
-    ids = [inventory_id for inventory_id, _dists in _map.inventories]
-    inventory_id = ids[0] if len(ids) == 1 else _path_key(" ".join(ids))[:8]
-    stamp = _inventory_stamp(config, inventory_id)
+    ids = [inventory_id for inventory_id, _dists in module_map.inventories]
+    inventory_id = ids[0] if len(ids) == 1 else path_key(" ".join(ids))[:8]
+    stamp = _inventory_stamp(config, module_map, inventory_id)
     if stamp is None:
         return  # nowhere to remember when it was sent: better never than every process
     import time
@@ -635,26 +721,30 @@ def _send_inventory_if_due(config: "_Config") -> None:
             return
     except OSError:
         pass
-    _sibling("rare").send_inventory(config, _map.inventories, inventory_id, stamp)
+    sibling("rare").send_inventory(config, module_map.inventories, inventory_id, stamp)
 
 
-def _inventory_stamp(config: "_Config", inventory_id: str) -> "str | None":
+def _inventory_stamp(config, module_map, inventory_id):
+    # type: (Config, ModuleMap, str) -> str | None
     # An empty file whose name says what was sent (per environment label, labels and
     # collector, and inventory id) and whose age says when: beside site-packages if writable,
     # else in the user's cache directory.
-    key = _path_key(config.header + config.host + str(config.port))[:12]
+    key = path_key(config.header + config.host + str(config.port))[:12]
     name = f"inventory-{key}-{inventory_id}"
-    for site_path, _mtime in _map.stamps:
+    for site_path, _mtime in module_map.stamps:
         beside = os.path.join(site_path, "popcon-cache")
         if os.access(beside, os.W_OK):
             return os.path.join(beside, name)
-    cache = _cache_directory()
+    cache = cache_directory()
     return os.path.join(cache, name) if cache else None
 
 
-def _emit(config: "_Config", datagrams: list) -> None:
+def emit(config, datagrams):
+    # type: (Config, list[bytes]) -> None
+    # Send datagrams (or show them: POPCON_PREVIEW, POPCON_DEBUG); queued while the
+    # collector's address is being found.
     if config.preview or config.debug:
-        _sibling("rare").show(config, datagrams)
+        sibling("rare").show(config, datagrams)
         if config.preview:
             return
     if config.address is None:
@@ -662,38 +752,50 @@ def _emit(config: "_Config", datagrams: list) -> None:
         del config.queue[:-256]
         _resolve(config)
         return
-    _send(config, datagrams)
+    _send(config, config.address, datagrams)
 
 
-def _send(config: "_Config", datagrams: list) -> None:
+def send_queued(config):
+    # type: (Config) -> None
+    # The collector's address is known now: send what waited for it.
+    queued = config.queue[:]
+    del config.queue[:]
+    if config.address is not None:
+        _send(config, config.address, queued)
+
+
+def _send(config, address, datagrams):
+    # type: (Config, tuple[str, int], list[bytes]) -> None
     import _socket
 
-    if config.socket is None:
-        family = _socket.AF_INET6 if ":" in config.address[0] else _socket.AF_INET
-        config.socket = _socket.socket(family, _socket.SOCK_DGRAM)
-        config.socket.setblocking(False)
+    sock = config.socket
+    if sock is None:
+        family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET
+        sock = config.socket = _socket.socket(family, _socket.SOCK_DGRAM)
+        sock.setblocking(False)
     for datagram in datagrams:
         try:
-            config.socket.sendto(datagram, config.address)
+            sock.sendto(datagram, address)
         except OSError:
             pass
 
 
-def _is_address(host: str) -> bool:
+def is_address(host):
+    # type: (str) -> bool
+    # An IP address rather than a host name to look up.
     if ":" in host:
         return True  # an IPv6 literal (the brackets were removed)
     parts = host.split(".")
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
-def _resolve(config: "_Config") -> None:
+def _resolve(config):
+    # type: (Config) -> None
     # Find the collector's address without a DNS look-up on the import path.
     if config.mode is None or config.resolving:
         return
-    if not _is_address(config.host):
-        _sibling("rare").resolve(config)
+    if not is_address(config.host):
+        sibling("rare").resolve(config)
         return
     config.address = (config.host, config.port)
-    queued = config.queue[:]
-    del config.queue[:]
-    _send(config, queued)
+    send_queued(config)

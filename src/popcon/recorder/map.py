@@ -4,17 +4,37 @@ Scans one site directory's ``*.dist-info`` and ``*.egg-info`` and returns the ma
 recorder (``core.py``) caches with ``marshal``; ``popcon enable`` and ``status`` build and
 inspect those caches through it too. A module of its own because most processes
 never need it: they find a fresh cached map. ``popcon enable`` copies it into site-packages as
-``_popcon_recorder_map.py``. Standard library only.
+``_popcon_recorder_map.py``. Standard library only; it uses the core's public names only, and
+like the core, keeps its types in comments.
+
+What it offers the others: to the core, ``rebuild_site_map``; to ``popcon enable`` and
+``status``, ``build_caches`` and ``map_status``; and the protocol's rules for names and versions
+(``canonical_name``, ``valid_name``, ``valid_version``, ``MAX_NAME``, ``MAX_VERSION``).
 """
 
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true when it runs: the type checker reads popcon's package
+    from . import core
+    from ._types import *  # noqa: F403
+else:
+    _CORE = "popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"
+    __import__(_CORE)
+    core = sys.modules[_CORE]
+
+# The protocol's rules for a distribution's name and version (docs/protocol.md).
+MAX_NAME = 100  # characters
+MAX_VERSION = 64  # characters
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
 _DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info")
 _NEVER_RECORDED = frozenset({"popcon"})  # distributions that are never reported
 
 
-def canonical_name(name: str) -> str:
+def canonical_name(name):
+    # type: (str) -> str
     """PEP 503 normalisation: lower case, each run of ``-``, ``_`` and ``.`` becomes ``-``."""
     out = []
     in_separator = False
@@ -29,29 +49,35 @@ def canonical_name(name: str) -> str:
     return "".join(out)
 
 
-def _valid_name(name: str) -> bool:
+def valid_name(name):
+    # type: (str) -> bool
+    """A canonical name as the protocol takes it: 1 to ``MAX_NAME`` characters of ``a-z``,
+    ``0-9`` and ``-``, neither first nor last a ``-``."""
     return (
-        0 < len(name) <= 100
+        0 < len(name) <= MAX_NAME
         and name[0] != "-"
         and name[-1] != "-"
-        and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in name)
+        and set(name) <= _NAME_CHARS
     )
 
 
-def _valid_version(version: str) -> bool:
-    return 0 < len(version) <= 64 and all(33 <= ord(c) < 127 for c in version)
+def valid_version(version):
+    # type: (str) -> bool
+    """1 to ``MAX_VERSION`` printable ASCII characters, no space."""
+    return 0 < len(version) <= MAX_VERSION and all(33 <= ord(c) < 127 for c in version)
 
 
-def build_site_map(site_path: str) -> dict:
+def build_site_map(site_path):
+    # type: (str) -> tuple[list[tuple[str, str]], dict[str, int]]
     """Scan one site directory: every ``*.dist-info`` and ``*.egg-info`` in it.
 
-    Returns ``{"site", "dists": [(name, version)], "names": {module: index}}``, where an index
-    >= 0 names a distribution, -1 a namespace shared by several (look one level deeper), and
-    -2 - i such a namespace whose bare ``import`` belongs to distribution i. Only called when
-    no fresh cached map exists.
+    Returns ``([(name, version)], {module: index})``, where an index >= 0 names a
+    distribution, -1 a namespace shared by several (look one level deeper), and -2 - i such a
+    namespace whose bare ``import`` belongs to distribution i. Only called when no fresh cached
+    map exists.
     """
-    dists: list = []
-    claims: dict = {}  # top -> [(dist index, has __init__, second-level names, mtime)]
+    dists = []  # type: list[tuple[str, str]]
+    claims = {}  # type: dict[str, list[tuple[int, bool, set[str], int]]]
     try:
         entries = sorted(os.scandir(site_path), key=lambda e: e.name)
     except OSError:
@@ -72,7 +98,7 @@ def build_site_map(site_path: str) -> dict:
         dists.append((name, version))
         for top, (has_init, second_level) in tops.items():
             claims.setdefault(top, []).append((index, has_init, second_level, mtime))
-    names: dict = {}
+    names = {}  # type: dict[str, int]
     for top, claimants in claims.items():
         if len(claimants) == 1:
             names[top] = claimants[0][0]
@@ -85,28 +111,35 @@ def build_site_map(site_path: str) -> dict:
         for index, _has_init, second_level, _mtime in claimants:
             for second in second_level:
                 names[top + "." + second] = index
-    return {"site": site_path, "dists": dists, "names": names}
+    return dists, names
 
 
-def rebuild_site_map(site_path: str, mtime: int, write: bool) -> dict:
+def rebuild_site_map(site_path, mtime, write):
+    # type: (str, int, bool) -> SiteMap
     """The core found no fresh map of this directory: build it, stamp it with the directory's
     modification time and store it where the core looks first (when ``write``)."""
     import marshal
 
-    core = _core()
-    built = build_site_map(site_path)
-    built["format"] = core._MAP_FORMAT
-    built["mtime"] = mtime
-    inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(built["dists"])))
-    built["inventory_id"] = core._path_key(inventory)[:8]
+    dists, names = build_site_map(site_path)
+    inventory = "\n".join(f"{name} {version}" for name, version in sorted(set(dists)))
+    built = {
+        "format": core.MAP_FORMAT,
+        "site": site_path,
+        "mtime": mtime,
+        "dists": dists,
+        "names": names,
+        "inventory_id": core.path_key(inventory)[:8],
+    }  # type: SiteMap
     if write:
-        for path in core._site_cache_files(site_path):
-            if core._sibling("rare").write_atomically(path, marshal.dumps(built)):
+        rare = core.sibling("rare")
+        for path in core.site_cache_files(site_path):
+            if rare.write_atomically(path, marshal.dumps(dict(built))):
                 break
     return built
 
 
-def _describe_distribution(site_path: str, entry) -> "tuple | None":
+def _describe_distribution(site_path, entry):
+    # type: (str, DirEntry[str]) -> tuple[str, str, Tops, int] | None
     """``(canonical name, version, {top: (has_init, second-level names)}, mtime)``."""
     is_dir = entry.is_dir()
     if is_dir:
@@ -123,9 +156,9 @@ def _describe_distribution(site_path: str, entry) -> "tuple | None":
         parts = stem.split("-")
         version = parts[1] if len(parts) > 1 else "-"
     name = canonical_name(name)
-    if not _valid_name(name):
+    if not valid_name(name):
         return None
-    if not _valid_version(version):
+    if not valid_version(version):
         version = "-"
     tops = _distribution_tops(site_path, entry.path, name) if is_dir else {}
     if not tops:
@@ -133,7 +166,8 @@ def _describe_distribution(site_path: str, entry) -> "tuple | None":
     return name, version, tops, entry.stat().st_mtime_ns
 
 
-def _read_name_and_version(path: str) -> tuple:
+def _read_name_and_version(path):
+    # type: (str) -> tuple[str, str]
     name = version = ""
     try:
         with open(path, encoding="utf-8", errors="replace") as stream:
@@ -154,7 +188,8 @@ def _read_name_and_version(path: str) -> tuple:
 _MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd")
 
 
-def _add_path(tops: dict, relative: str) -> None:
+def _add_path(tops, relative):
+    # type: (Tops, str) -> None
     """Note what one installed file (a path relative to the site directory) provides."""
     parts = relative.replace("\\", "/").split("/")
     first = parts[0]
@@ -180,8 +215,9 @@ def _add_path(tops: dict, relative: str) -> None:
     tops[first] = (has_init, second_level)
 
 
-def _distribution_tops(site_path: str, info_path: str, name: str) -> dict:
-    tops: dict = {}
+def _distribution_tops(site_path, info_path, name):
+    # type: (str, str, str) -> Tops
+    tops = {}  # type: Tops
     pth_files = []
     record = os.path.join(info_path, "RECORD")
     installed_files = os.path.join(info_path, "installed-files.txt")
@@ -207,8 +243,9 @@ def _distribution_tops(site_path: str, info_path: str, name: str) -> dict:
     return tops
 
 
-def _record_paths(record: str) -> list:
-    paths = []
+def _record_paths(record):
+    # type: (str) -> list[str]
+    paths = []  # type: list[str]
     for line in _lines(record):
         if line.startswith('"'):  # a path with a comma in it, CSV-quoted: rare, so lazy
             import csv
@@ -222,7 +259,8 @@ def _record_paths(record: str) -> list:
     return paths
 
 
-def _lines(path: str) -> list:
+def _lines(path):
+    # type: (str) -> list[str]
     try:
         with open(path, encoding="utf-8", errors="replace") as stream:
             return [line.rstrip("\r\n") for line in stream if line.strip()]
@@ -230,7 +268,8 @@ def _lines(path: str) -> list:
         return []
 
 
-def _add_editable(tops: dict, site_path: str, pth: str) -> None:
+def _add_editable(tops, site_path, pth):
+    # type: (Tops, str, str) -> None
     """An editable install: a ``.pth`` that adds a source directory to ``sys.path``, or one
     that installs setuptools' finder, whose ``MAPPING`` names the packages."""
     for line in _lines(pth):
@@ -244,7 +283,8 @@ def _add_editable(tops: dict, site_path: str, pth: str) -> None:
             _add_directory_modules(tops, directory)
 
 
-def _add_finder_mapping(tops: dict, finder_file: str) -> None:
+def _add_finder_mapping(tops, finder_file):
+    # type: (Tops, str) -> None
     try:
         with open(finder_file, encoding="utf-8") as stream:
             source = stream.read()
@@ -267,7 +307,8 @@ def _add_finder_mapping(tops: dict, finder_file: str) -> None:
             tops.setdefault(top, (True, set()))
 
 
-def _add_directory_modules(tops: dict, directory: str) -> None:
+def _add_directory_modules(tops, directory):
+    # type: (Tops, str) -> None
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -283,7 +324,8 @@ def _add_directory_modules(tops: dict, directory: str) -> None:
             tops.setdefault(base[:-3], (True, set()))
 
 
-def _guess_tops(site_path: str, name: str) -> dict:
+def _guess_tops(site_path, name):
+    # type: (str, str) -> Tops
     """No file list at all: trust a module named like the distribution, if there is one."""
     guess = name.replace("-", "_")
     for candidate in (guess, guess + ".py"):
@@ -295,22 +337,22 @@ def _guess_tops(site_path: str, name: str) -> dict:
 # --------------------------------------------------------------------------- introspection
 
 
-def map_status(site_path: str) -> dict:
+def map_status(site_path):
+    # type: (str) -> dict[str, object]
     """For ``popcon status``: is this site directory's cached map fresh, and where is it."""
     import marshal
 
-    core = _core()
     try:
         mtime = os.stat(site_path).st_mtime_ns
     except OSError:
         return {"site": site_path, "state": "missing site directory", "cache": None}
-    for path in core._site_cache_files(site_path):
+    for path in core.site_cache_files(site_path):
         try:
             with open(path, "rb") as stream:
                 cached = marshal.loads(stream.read())
         except Exception:
             continue
-        if type(cached) is dict and cached.get("format") == core._MAP_FORMAT:
+        if type(cached) is dict and cached.get("format") == core.MAP_FORMAT:
             state = "fresh" if cached.get("mtime") == mtime else "stale"
             return {
                 "site": site_path,
@@ -321,16 +363,9 @@ def map_status(site_path: str) -> dict:
     return {"site": site_path, "state": "not built", "cache": None}
 
 
-def build_caches(site_paths: list) -> list:
+def build_caches(site_paths):
+    # type: (list[str]) -> list[dict[str, object]]
     """For ``popcon enable``: build and store the maps of these site directories now."""
-    core = _core()
     for site_path in site_paths:
-        core._site_map(site_path)
+        core.site_map(site_path)
     return [map_status(p) for p in site_paths]
-
-
-def _core():
-    """The recorder's core, whose cache layout this module's status functions read."""
-    name = "popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"
-    __import__(name)
-    return sys.modules[name]

@@ -4,22 +4,43 @@ statsd lines, signed datagrams, the hourly inventory, host-name resolution, ``po
 and ``POPCON_DEBUG`` output, files written atomically, the IPython hook, and the standard
 library's names on Python 3.9. Every process that imports a library loads the core
 (``core.py``); keeping these out of it keeps that load short. ``popcon enable`` copies this
-file into site-packages as ``_popcon_recorder_rare.py``. Standard library only.
+file into site-packages as ``_popcon_recorder_rare.py``. Standard library only; it uses the
+core's public names only, and like the core, keeps its types in comments.
+
+What it offers the others: to the core, ``parse_labels``, ``sign``, ``statsd_datagrams``,
+``send_inventory``, ``show``, ``resolve``, ``await_resolution``, ``hook_ipython`` and
+``standard_library_names_before_3_10``; to ``map``, ``write_atomically``; to ``popcon status``,
+``parse_labels``; and the protocol's terms that only these parts use (``MAX_LABELS``, ...).
 """
 
 import os
 import sys
 
-_core = sys.modules[
-    "popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"
-]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never true when it runs: the type checker reads popcon's package
+    from . import core
+    from ._types import *  # noqa: F403
+else:
+    _CORE = "popcon.recorder.core" if __name__.startswith("popcon.") else "_popcon_recorder"
+    __import__(_CORE)
+    core = sys.modules[_CORE]
 
-_MAX_INVENTORY_PARTS = 64
-_MAX_LABELS = 8
+# The protocol's terms (docs/protocol.md) that only these parts use.
+MAX_LABELS = 8
+MAX_INVENTORY_PARTS = 64
+MAX_LABEL_KEY = 32  # characters
+MAX_LABEL_VALUE = 64  # characters
+LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")  # not a digit first
+LABEL_VALUE_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@+-"
+)
+DEFAULT_STATSD_PREFIX = "python_popcon"
+
 _RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
 
 
-def standard_library_names_before_3_10() -> frozenset:
+def standard_library_names_before_3_10():
+    # type: () -> frozenset[str]
     """What lives in the standard library's directories, the built-in and frozen modules
     (``sys.stdlib_module_names`` exists from Python 3.10)."""
     found = set(sys.builtin_module_names) | {"_frozen_importlib", "_frozen_importlib_external"}
@@ -35,7 +56,8 @@ def standard_library_names_before_3_10() -> frozenset:
     return frozenset(found)
 
 
-def write_atomically(path: str, data: bytes) -> bool:
+def write_atomically(path, data):
+    # type: (str, bytes) -> bool
     directory = os.path.dirname(path)
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
@@ -56,17 +78,12 @@ def write_atomically(path: str, data: bytes) -> bool:
 # --------------------------------------------------------------------------- labels
 
 
-_LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-_LABEL_VALUE_CHARS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@+-"
-)
-
-
-def parse_labels(text: str) -> tuple:
-    """``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most 8 are kept (only
-    a process whose ``POPCON_LABELS`` is set needs this)."""
-    valid: list = []
-    rejected: list = []
+def parse_labels(text):
+    # type: (str) -> tuple[list[tuple[str, str]], list[str]]
+    """``"k=v,k=v"`` -> (valid [(key, value)], rejected [entry]); at most ``MAX_LABELS`` are
+    kept (only a process whose ``POPCON_LABELS`` is set needs this)."""
+    valid = []  # type: list[tuple[str, str]]
+    rejected = []
     seen = set()
     for item in text.split(","):
         item = item.strip()
@@ -77,13 +94,13 @@ def parse_labels(text: str) -> tuple:
         value = value.strip()
         if (
             separator
-            and 0 < len(key) <= 32
+            and 0 < len(key) <= MAX_LABEL_KEY
             and key[0] not in "0123456789"
-            and set(key) <= _LABEL_KEY_CHARS
-            and 0 < len(value) <= 64
-            and set(value) <= _LABEL_VALUE_CHARS
+            and set(key) <= LABEL_KEY_CHARS
+            and 0 < len(value) <= MAX_LABEL_VALUE
+            and set(value) <= LABEL_VALUE_CHARS
             and key not in seen
-            and len(valid) < _MAX_LABELS
+            and len(valid) < MAX_LABELS
         ):
             seen.add(key)
             valid.append((key, value))
@@ -95,27 +112,33 @@ def parse_labels(text: str) -> tuple:
 # --------------------------------------------------------------------------- statsd and signing
 
 
-def statsd_datagrams(records: list, first: bool) -> list:
+def statsd_datagrams(records, first):
+    # type: (list[str], bool) -> list[bytes]
     """The lines popularity-contest sends: one per library, and one per report."""
-    prefix = _statsd_prefix(os.environ.get("POPCON_STATSD_PREFIX", ""))
+    prefix = statsd_prefix(os.environ.get("POPCON_STATSD_PREFIX", ""))
+    upgrade = core.LEVELS[2]
     lines = []
     for record in records:
         fields = record.split(" ")
-        if fields[3] != "upgrade":
+        if fields[3] != upgrade:
             lines.append(f"{prefix}.library_used.{fields[1]}:1|c")
     if first:
         lines.append(f"{prefix}.reports:1|c")
-    return [chunk.encode("utf-8") for chunk in _core._chunks(lines, _core._MAX_DATAGRAM)]
+    return [chunk.encode("utf-8") for chunk in core.chunks(lines, core.MAX_DATAGRAM)]
 
 
-def _statsd_prefix(text: str) -> str:
+def statsd_prefix(text):
+    # type: (str) -> str
+    """``POPCON_STATSD_PREFIX`` without surrounding dots, if it is a usable one."""
     prefix = text.strip().strip(".")
     if prefix and all(c.isalnum() or c in "_.-" for c in prefix) and len(prefix) <= 100:
         return prefix
-    return "python_popcon"
+    return DEFAULT_STATSD_PREFIX
 
 
-def sign(key: bytes, payload: bytes) -> bytes:
+def sign(key, payload):
+    # type: (bytes, bytes) -> bytes
+    """``payload`` followed by its signature line (HMAC-SHA256 with ``key``)."""
     import hashlib
     import hmac
 
@@ -126,30 +149,32 @@ def sign(key: bytes, payload: bytes) -> bytes:
 # --------------------------------------------------------------------------- the inventory
 
 
-def send_inventory(config, inventories: list, inventory_id: str, stamp: str) -> None:
-    """Send the environment's installed distributions, and stamp when (see
-    ``_send_inventory_if_due`` in the core, which decided it is due)."""
+def send_inventory(config, inventories, inventory_id, stamp):
+    # type: (core.Config, list[Inventory], str, str) -> None
+    """Send the environment's installed distributions, and stamp when (the core decided that
+    it is due)."""
     if not write_atomically(stamp, b""):
         return  # nowhere to remember it: better never than every process
     _remove_other_stamps(stamp)
     entries = sorted({pair for _id, dists in inventories for pair in dists})
     lines = [f"dist {name} {version}" for name, version in entries]
-    base = f"popcon/1 inv {inventory_id} %d %d\n"
+    base = f"{core.PROTOCOL_VERSION} inv {inventory_id} %d %d\n"
     header_size = len(config.header.encode("utf-8"))
-    chunks = _core._chunks(lines, _core._MAX_DATAGRAM - header_size - 64 - len(base))
-    if len(chunks) > _MAX_INVENTORY_PARTS:
+    texts = core.chunks(lines, core.MAX_DATAGRAM - header_size - core.HEAD_ROOM - len(base))
+    if len(texts) > MAX_INVENTORY_PARTS:
         return  # cannot be said in one inventory: documented limit
-    total = len(chunks)
-    _core._emit(
+    total = len(texts)
+    core.emit(
         config,
         [
-            _core._sign(config, ((base % (part, total)) + config.header + chunk).encode("utf-8"))
-            for part, chunk in enumerate(chunks, 1)
+            core.signed(config, ((base % (part, total)) + config.header + text).encode("utf-8"))
+            for part, text in enumerate(texts, 1)
         ],
     )
 
 
-def _remove_other_stamps(stamp: str) -> None:
+def _remove_other_stamps(stamp):
+    # type: (str) -> None
     """Stamps of earlier inventories of the same environment and collector are done with."""
     directory, name = os.path.split(stamp)
     prefix = name.rsplit("-", 1)[0] + "-"
@@ -164,7 +189,8 @@ def _remove_other_stamps(stamp: str) -> None:
 # --------------------------------------------------------------------------- output not sent
 
 
-def show(config, datagrams: list) -> None:
+def show(config, datagrams):
+    # type: (core.Config, list[bytes]) -> None
     """``popcon preview`` collects the datagrams in a file; ``POPCON_DEBUG`` prints them."""
     if config.preview:
         _write_preview(config.preview, datagrams)
@@ -176,7 +202,8 @@ def show(config, datagrams: list) -> None:
         )
 
 
-def _write_preview(path: str, datagrams: list) -> None:
+def _write_preview(path, datagrams):
+    # type: (str, list[bytes]) -> None
     """Append each datagram, length-prefixed, to the file; O_APPEND keeps the writes of
     several processes whole."""
     data = b"".join(b"%d\n%s" % (len(d), d) for d in datagrams)
@@ -190,14 +217,13 @@ def _write_preview(path: str, datagrams: list) -> None:
 # --------------------------------------------------------------------------- host names
 
 
-def resolve(config) -> None:
+def resolve(config):
+    # type: (core.Config) -> None
     """The collector is named by a host name: use the address cached on disk by an earlier
     process, else look it up in a short-lived thread, never on the import path."""
     config.address = _cached_address(config.host, config.port)
     if config.address is not None:
-        queued = config.queue[:]
-        del config.queue[:]
-        _core._send(config, queued)
+        core.send_queued(config)
         return
     import _thread
 
@@ -205,20 +231,20 @@ def resolve(config) -> None:
     _thread.start_new_thread(_resolve_in_background, (config,))
 
 
-def _resolve_in_background(config) -> None:
+def _resolve_in_background(config):
+    # type: (core.Config) -> None
     try:
         import _socket
 
         infos = _socket.getaddrinfo(config.host, config.port, 0, _socket.SOCK_DGRAM)
-        config.address = infos[0][4][:2] if infos else None
+        found = infos[0][4] if infos else None
+        config.address = (str(found[0]), int(found[1])) if found else None
     except Exception:
         config.address = None
     try:
         if config.address is not None:
             _store_address(config.host, config.address[0])
-            queued = config.queue[:]
-            del config.queue[:]
-            _core._send(config, queued)
+            core.send_queued(config)
         else:
             config.mode = None  # unresolvable: stay silent for the rest of the process
             del config.queue[:]
@@ -227,12 +253,14 @@ def _resolve_in_background(config) -> None:
     config.resolving = False
 
 
-def _address_file(host: str) -> "str | None":
-    cache = _core._cache_directory()
-    return os.path.join(cache, f"address-{_core._path_key(host)}") if cache else None
+def _address_file(host):
+    # type: (str) -> str | None
+    cache = core.cache_directory()
+    return os.path.join(cache, f"address-{core.path_key(host)}") if cache else None
 
 
-def _cached_address(host: str, port: int) -> "tuple | None":
+def _cached_address(host, port):
+    # type: (str, int) -> tuple[str, int] | None
     path = _address_file(host)
     if path is None:
         return None
@@ -245,16 +273,18 @@ def _cached_address(host: str, port: int) -> "tuple | None":
             address = stream.read().strip()
     except (OSError, ValueError):
         return None
-    return (address, port) if address and _core._is_address(address) else None
+    return (address, port) if address and core.is_address(address) else None
 
 
-def _store_address(host: str, address: str) -> None:
+def _store_address(host, address):
+    # type: (str, str) -> None
     path = _address_file(host)
     if path is not None:
         write_atomically(path, address.encode("ascii"))
 
 
-def await_resolution(config) -> None:
+def await_resolution(config):
+    # type: (core.Config) -> None
     """At exit, give a look-up under way a moment (bounded) to deliver what is queued."""
     import time
 
@@ -266,7 +296,8 @@ def await_resolution(config) -> None:
 # --------------------------------------------------------------------------- IPython
 
 
-def hook_ipython() -> bool:
+def hook_ipython():
+    # type: () -> bool
     """After each notebook cell, look for upgrades; True once registered (or impossible)."""
     get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
     shell = get_ipython() if get_ipython is not None else None
@@ -279,10 +310,9 @@ def hook_ipython() -> bool:
     return True
 
 
-def _after_cell() -> None:
+def _after_cell():
+    # type: () -> None
     try:
-        with _core._lock:
-            _core._scan_user_namespaces()
-            _core._flush()
+        core.after_cell()
     except Exception:
         pass
