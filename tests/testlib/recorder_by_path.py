@@ -5,15 +5,20 @@ their copies have in site-packages (``_popcon_recorder``, ``_popcon_recorder_map
 ``_popcon_recorder_rare``), so the core finds its siblings the way it does in a user's process,
 without popcon's package. The hook is loaded under a name of its own (``_popcon_hook`` or
 ``sitecustomize`` would start it and watch this process's imports). Every call gives fresh
-modules; ``unload()`` takes them out of ``sys.modules`` again.
+modules; ``unload()`` takes them out of ``sys.modules`` again. The ``recorder`` fixture does
+both around a test; a folder's conftest imports it to offer it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+
+import pytest
 
 RECORDER_DIR = Path(__file__).resolve().parents[2] / "src" / "popcon" / "recorder"
 
@@ -45,3 +50,15 @@ def load_recorder() -> SimpleNamespace:
     unload()
     loaded = {source[:-3]: _load(source, name) for source, name in NAMES.items()}
     return SimpleNamespace(**loaded)
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SimpleNamespace]:
+    """``.core``, ``.map``, ``.rare``, ``.hook``: fresh modules, with an environment that points
+    the user's cache at a scratch directory and sets nothing else of popcon's."""
+    for name in list(os.environ):
+        if name.startswith(("POPCON_", "JUPYTER_IMAGE")) or name == "XDG_CACHE_HOME":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("POPCON_CACHE_DIR", str(tmp_path / "user-cache"))
+    yield load_recorder()
+    unload()
