@@ -5,7 +5,8 @@
     python fuzz/fuzz_decode.py --quick          # a few seconds (also POPCON_FUZZ_QUICK=1)
 
 Each hypothesis example is a few datagrams from hypothesis strategies (valid ``use``/``inv``
-datagrams with random names, versions, labels and env labels, signed ones, statsd lines,
+datagrams with random names, versions, labels and env labels, signed ones (in and out of
+the time window, some repeated, some without a ``t`` line), statsd lines,
 raw bytes, valid datagrams mutated: bytes flipped, inserted, deleted, truncated, lines
 duplicated or swapped) plus a seed, from which a fast generator makes 300 more of the same
 kinds (hypothesis strategies alone manage ~100 datagrams/s; a million needs more). Each
@@ -51,6 +52,7 @@ from popcon.protocol import (
     UPGRADE,
     USE,
     sign,
+    time_line,
 )
 from popcon.protocol.decode import make_decoder
 from popcon.protocol.records import InventoryPart, UseReport
@@ -71,6 +73,10 @@ KEY = b"fuzz key"
 #: Datagrams the seeded generator adds to each hypothesis example.
 PER_EXAMPLE = 300
 T0 = 1_793_577_600
+#: The keyed decoder's clock stands at T0; signed datagrams are stamped around its minute.
+MINUTE = T0 // 60
+#: A few nonces, so that signed datagrams repeat (replays) as well as differ.
+NONCES = ["0123456789abcdef", "fedcba9876543210", "0000000000000000"]
 USE_LINE = f"{PROTOCOL_VERSION} {USE} "  # + <seq>
 INVENTORY_LINE = f"{PROTOCOL_VERSION} {INVENTORY} "  # + <id> <part> <parts>
 REPORTS_METRIC = f"{DEFAULT_STATSD_PREFIX}.{STATSD_REPORTS}"
@@ -131,7 +137,7 @@ def statsd_datagrams(draw) -> bytes:
             st.sampled_from([REPORTS_METRIC, OTHER_METRIC])
             | names.map(lambda n: LIBRARY_METRIC + n)
         )
-        value = draw(st.sampled_from(["1", "3", "0", "100", "101", "-1", "x"]))
+        value = draw(st.sampled_from(["1", "3", "0", "10", "11", "100", "101", "-1", "x"]))
         lines.append(f"{metric}:{value}|{draw(st.sampled_from(['c', 'g', 'ms']))}")
     return "\n".join(lines).encode("utf-8", "surrogatepass")
 
@@ -163,7 +169,8 @@ def mutated(draw, base) -> bytes:
 
 
 POOL_NAMES = ["numpy", "pandas", "scikit-learn", "python-dateutil", "zope-interface", "a", "x1"]
-ODD = ["", " ", "\t", "\x00", "\x7f", "é", "😀", "\u2028", "=", ",", "\r", "lib ", "sig "]
+ODD = ["", " ", "\t", "\x00", "\x7f", "\x85", "é", "😀", "\u2028", "\u202e", "=", ",", "\r", "lib ",
+       "sig ", "t "]  # fmt: skip
 
 
 def _text(rng: random.Random, alphabet: str, low: int, high: int) -> str:
@@ -199,6 +206,14 @@ def _good_name(rng: random.Random) -> str:
     return _text(rng, "abcdefghijklmnopqrstuvwxyz0123456789-", 1, 12).strip("-") or "z"
 
 
+def stamp_and_sign(data: bytes, offset: int, nonce: str) -> bytes:
+    """``data`` with a ``t`` line ``offset`` minutes from the keyed decoder's clock and its
+    ``sig`` line (no ``t`` line when ``nonce`` is empty)."""
+    if nonce:
+        data += time_line(MINUTE + offset, nonce)
+    return data + sign(KEY, data)
+
+
 def engine_use(rng: random.Random) -> bytes:
     lines = [f"{USE_LINE}{_pick(rng, [0, 0, 1, 2, 17], [-1, 10**11, '01'])}"]
     if rng.random() < 0.99:
@@ -222,7 +237,11 @@ def engine_use(rng: random.Random) -> bytes:
             record.append(_name(rng) if rng.random() < 0.02 else _good_name(rng))
         lines.append(" ".join(record))
     data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
-    return data + sign(KEY, data) if rng.random() < 0.3 else data
+    if rng.random() < 0.3:
+        offset = rng.choice([0, 0, 0, 1, -5, 6, -400])
+        nonce = rng.choice([*NONCES, f"{rng.getrandbits(64):016x}", ""])
+        return stamp_and_sign(data, offset, nonce)
+    return data
 
 
 def engine_inventory(rng: random.Random) -> bytes:
@@ -241,7 +260,7 @@ def engine_statsd(rng: random.Random) -> bytes:
         metric = rng.choice([REPORTS_METRIC, OTHER_METRIC, LIBRARY_METRIC])
         if metric == LIBRARY_METRIC:
             metric += _name(rng)
-        value = rng.choice(["1", "1", "3", "0", "100", "101", "-1", "x", ""])
+        value = rng.choice(["1", "1", "3", "0", "10", "11", "100", "101", "-1", "x", ""])
         lines.append(f"{metric}:{value}|{rng.choice(['c', 'c', 'g', 'ms'])}")
     return "\n".join(lines).encode("utf-8", "surrogatepass")
 
@@ -292,7 +311,10 @@ def engine(seed: int, count: int) -> list[bytes]:
 
 
 def signed(base):
-    return base.map(lambda data: data + sign(KEY, data))
+    offsets = st.integers(-7, 7) | st.sampled_from([0, -(10**6), 10**9])
+    return st.tuples(base, offsets, st.sampled_from([*NONCES, ""])).map(
+        lambda drawn: stamp_and_sign(*drawn)
+    )
 
 
 datagrams = st.one_of(
@@ -313,7 +335,7 @@ class Run:
 
     def __init__(self, directory: Path) -> None:
         self.plain = make_decoder()
-        self.keyed = make_decoder(key=KEY)
+        self.keyed = make_decoder(key=KEY, clock=lambda: T0, replay_memory=20_000)
         self.small_cache = make_decoder(cache_size=16)
         settings_ = StoreSettings(
             max_environments=50,
@@ -329,6 +351,7 @@ class Run:
         self.inputs = 0
         self.examples = 0
         self.results: Counter = Counter()
+        self.keyed_results: Counter = Counter()
         self.clock = T0
 
     def check(self, data: bytes) -> None:
@@ -348,6 +371,7 @@ class Run:
                 assert 1 <= answer.part <= answer.parts <= MAX_INVENTORY_PARTS
         assert answers[0] == answers[2]  # a tiny cache gives the same answers
         self.results[answers[0] if isinstance(answers[0], str) else "ok"] += 1
+        self.keyed_results[answers[1] if isinstance(answers[1], str) else "ok"] += 1
 
     def example(self, batch: list[bytes]) -> None:
         for data in batch:
@@ -427,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - started
     print(
         f"fuzzed {run.inputs:,} datagrams in {run.examples:,} batches, {seconds:.0f} s: nothing "
-        f"raised. Decoder answers: {dict(run.results.most_common())}"
+        f"raised. Decoder answers: {dict(run.results.most_common())}; with a key: "
+        f"{dict(run.keyed_results.most_common())}"
     )
     return 0
 

@@ -29,6 +29,7 @@ SLOW_TESTS=(
   tests/systems/test_recorder_robustness.py::test_broken_distribution_metadata
   tests/systems/test_recorder_robustness.py::test_pth_imports_of_other_distributions_are_not_direct
   tests/systems/test_recorder_privacy.py::test_nothing_personal_leaves_the_process
+  tests/systems/test_recorder_privacy.py::test_the_default_environment_label_names_no_path_and_no_user
   tests/systems/test_recorder_reports.py::test_pth_executed_twice_counts_once
   tests/systems/test_recorder_cli.py::test_enable_disable_status_are_idempotent
   tests/systems/test_recorder_cli.py::test_status_reports_opt_out_and_rejected_labels

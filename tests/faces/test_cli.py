@@ -186,3 +186,52 @@ def test_top_into_a_closed_pipe_is_no_traceback(sample_db, popcon_into_closed_pi
     """``popcon top | head -0``: the reader is gone before popcon writes."""
     result = popcon_into_closed_pipe("top", "--db", sample_db)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+#: What old data may hold, from before the decoder refused it: a right-to-left override that
+#: makes "img:exe.gnp" read as "img:png.exe", a C1 control (CSI), a bidi isolate in a label.
+SPOOFED_ENV = "img:\u202eexe.gnp\x9b31m"
+SPOOFED_LABEL = "hub=\u2066x\u2069"
+
+
+@pytest.fixture
+def spoofed_db(tmp_path, sample_db):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "popcon.sqlite"
+    shutil.copy(sample_db, db)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE envs SET name = ? WHERE name = 'img:a'", (SPOOFED_ENV,))
+    env_b = "(SELECT id FROM envs WHERE name = 'img:b')"
+    conn.execute(f"UPDATE sources SET labels = ? WHERE env_id = {env_b}", (SPOOFED_LABEL,))
+    conn.commit()
+    conn.close()
+    return db
+
+
+def test_display_text_escapes_controls_and_bidi_marks():
+    from popcon.server.tables import display_text
+
+    assert display_text("img:\u202eexe.gnp") == "img:\\u202eexe.gnp"
+    assert display_text("\x85\x9f\u200e\u200f\u061c\u202a\u2066\u2069\x1b\x7f") == (
+        "\\u0085\\u009f\\u200e\\u200f\\u061c\\u202a\\u2066\\u2069\\u001b\\u007f"
+    )
+    assert display_text("numpy 2.1.0 · café ✓ \u00a0") == "numpy 2.1.0 · café ✓ \u00a0"
+
+
+def test_tables_show_old_spoofing_characters_escaped(capsys, spoofed_db):
+    db = ["--db", str(spoofed_db), "--min-count", "1"]
+    escaped_env = "img:\\u202eexe.gnp\\u009b31m"
+    for argv in (["envs"], ["unused"], ["user-installed"]):
+        out = ok(capsys, *argv, *db)
+        assert escaped_env in out, argv
+        assert not any(c in out for c in "\u202e\x9b\u2066\u2069"), argv
+    assert "hub=\\u2066x\\u2069" in ok(capsys, "envs", *db)
+    status, _, err = run(capsys, "top", "--db", str(spoofed_db.with_name("\u202ezz.sqlite")))
+    assert status == 1
+    assert "no popcon database at" in err and "\\u202ezz.sqlite" in err and "\u202e" not in err
+    # JSON and CSV carry the data as stored: they are for programs, not for eyes
+    answer = json.loads(ok(capsys, "envs", *db, "--json"))
+    assert SPOOFED_ENV in {row["env"] for row in answer["environments"]}
+    assert SPOOFED_ENV in ok(capsys, "envs", *db, "--csv")

@@ -66,3 +66,13 @@ def test_every_cli_command_and_option_is_documented(doc):
             for option in action.option_strings:
                 if option.startswith("--") and option != "--help":
                     assert f"{option}" in doc, f"popcon {command} {option}"
+
+
+def test_every_datagram_result_is_documented():
+    from popcon.server.storage.schema import RESULT_REASONS
+
+    storage = (REPO_ROOT / "docs" / "collector-storage.md").read_text()
+    paragraph = storage[storage.index("Every datagram ends up in exactly one result") :]
+    paragraph = paragraph[: paragraph.index("\n\n")]
+    named = set(re.findall(r"`([a-z0-9_]+)`", paragraph))
+    assert set(RESULT_REASONS) <= named, sorted(set(RESULT_REASONS) - named)

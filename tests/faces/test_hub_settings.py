@@ -65,7 +65,7 @@ def test_serve_settings_use_a_hub_login_for_the_api_and_metrics(monkeypatch):
     require_module("jupyterhub", "pip install jupyterhub")
     for key, value in HUB_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("POPCON_API_TOKEN", "scrape-token")
+    monkeypatch.setenv("POPCON_API_TOKEN", "scrape-token-of-16")
     settings = app().serve_settings()
     assert settings.api_auth.mode == HUB_MODE
     assert settings.metrics_auth is settings.api_auth  # one OAuth state for both

@@ -7,7 +7,7 @@ from datagrams import PANDAS_PROCESS, inventory_datagrams, use_datagram
 
 from popcon.protocol import MAX_DATAGRAM, REJECTIONS, canonical_name, sign
 from popcon.protocol.decode import make_decoder
-from popcon.protocol.records import InventoryPart, LibRecord, UseReport
+from popcon.protocol.records import Decoded, InventoryPart, LibRecord, UseReport
 
 PROTOCOL_EXAMPLE = b"""popcon/1 use 0
 env quay.io/jupyter/scipy-notebook:2024-05-27
@@ -116,6 +116,10 @@ REJECTED = [
     ("statsd_malformed", b"python_popcon.other:1|c"),
     ("statsd_malformed", b"python_popcon.reports"),
     ("bad_name", b"python_popcon.library_used.-:1|c"),
+    ("statsd_cap", b"python_popcon.library_used.numpy:11|c"),
+    ("statsd_cap", b"python_popcon.reports:10|c\n" * 11),
+    ("malformed", "popcon/1 use 0\nenv e\u202e\npy 3.11\n".encode() + LIB.encode()),
+    ("malformed", "popcon/1 use 0\nenv e\x85\npy 3.11\n".encode() + LIB.encode()),
 ]
 
 
@@ -126,7 +130,8 @@ def test_a_bad_datagram_is_rejected_with_its_reason(reason: str, data: bytes) ->
 
 
 def test_every_rejection_reason_is_reachable_or_needs_a_key() -> None:
-    covered = {reason for reason, _ in REJECTED} | {"unsigned", "bad_signature"}
+    with_a_key = {"unsigned", "bad_signature", "unstamped", "stale", "replay", "replay_cap"}
+    covered = {reason for reason, _ in REJECTED} | with_a_key
     assert covered == set(REJECTIONS)
 
 
@@ -144,7 +149,10 @@ def test_a_signed_datagram_is_accepted_only_with_the_right_key() -> None:
     key = b"shared secret"
     signed = use_datagram("e", PANDAS_PROCESS, key=key)
     assert signed.endswith(b"\n") and b"\nsig " in signed
-    with_key = make_decoder(key=key)
+
+    def with_key(data: bytes) -> Decoded:  # a fresh decoder: one takes a signature once
+        return make_decoder(key=key)(data)
+
     assert isinstance(with_key(signed), UseReport)
     assert make_decoder(key="shared secret")(signed) == with_key(signed)  # str keys work too
     assert with_key(use_datagram("e", PANDAS_PROCESS)) == "unsigned"

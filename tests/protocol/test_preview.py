@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from popcon.admin.preview import collector_answers, format_datagrams, summarize
-from popcon.protocol import sign
+from popcon.protocol import sign, time_line
 
 GOOD = b"popcon/1 use 0\nenv lab\npy 3.11\nlabel hub=x\nlib pandas 2.2.2 direct env\n"
 LATER = b"popcon/1 use 1\nenv lab\npy 3.11\nlabel hub=x\nlib numpy 2.0 transitive env pandas\n"
@@ -54,8 +55,9 @@ def test_the_json_summary_lists_the_collectors_answer_per_datagram() -> None:
 
 def test_signatures_are_checked_with_the_commands_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POPCON_KEY", "shared secret")
-    right = GOOD + sign(b"shared secret", GOOD)
-    wrong = GOOD + sign(b"another key", GOOD)
+    stamped = GOOD + time_line(int(time.time()) // 60, "0123456789abcdef")
+    right = stamped + sign(b"shared secret", stamped)
+    wrong = stamped + sign(b"another key", stamped)
     answers = [entry["reason"] for entry in summarize([right, wrong, GOOD, STATSD])["datagrams"]]
     assert answers == [None, "bad_signature", "unsigned", "unsigned"]
     assert "# the collector would drop it: bad_signature\n" in format_datagrams([wrong])

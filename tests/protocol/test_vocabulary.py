@@ -8,6 +8,7 @@ definition; and they check that each pattern of the protocol says what its limit
 from __future__ import annotations
 
 import string
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -129,3 +130,12 @@ def test_each_pattern_takes_up_to_its_limit(pattern, char: str, limit: int) -> N
     assert not pattern.match(char * (limit + 1))
     assert not pattern.match("")
     assert not pattern.match(char + "\n")
+
+
+def test_the_recorders_time_line_is_the_protocols(recorder, monkeypatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_793_577_659.9)
+    line = recorder.rare.time_line()
+    minute, nonce = line.split()[1:]
+    assert int(minute) == 1_793_577_600 // 60
+    assert len(nonce) == protocol.NONCE_DIGITS and set(nonce) <= set(string.hexdigits.lower())
+    assert line.encode() == protocol.time_line(int(minute), nonce)

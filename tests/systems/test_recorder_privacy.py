@@ -4,6 +4,7 @@ debug output, the statsd mode, and no user names, host names, paths or user modu
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -136,6 +137,60 @@ def test_bad_environment_label_never_makes_a_bad_datagram(
     )
     assert (result.returncode, result.stderr) == (0, "")
     listener.datagrams()  # every datagram that arrived is valid (the parser raises otherwise)
+
+
+def default_label(prefix: Path) -> str:
+    """The label an environment sends by default: ``env:`` and a hash of its prefix."""
+    return "env:" + hashlib.blake2b(os.fsencode(prefix), digest_size=6).hexdigest()
+
+
+def test_the_default_environment_label_names_no_path_and_no_user(
+    tmp_path, wheelhouse, listener, workdir
+):
+    """A venv in alice's home, run by alice, by bob, without HOME (cron, systemd) and with
+    HOME spelled with ``//``: one label, a hash of the prefix, that names neither; and
+    ``popcon status`` and ``popcon preview`` show it."""
+    alice = tmp_path / "home" / "alicewu"
+    bob = tmp_path / "home" / "bobsmith"
+    bob.mkdir(parents=True)
+    venv = create_venv(alice / "envs" / "analysis")
+    assert popcon_cli("enable", "--python", venv.python, env=clean_environ(alice)).returncode == 0
+    pip_install(venv, "--no-index", "--no-deps",
+                build_wheel(wheelhouse, "public-lib", "1.0", {"public_lib.py": ""}))  # fmt: skip
+    sending = {"POPCON_COLLECTOR": listener.url, "POPCON_INVENTORY_INTERVAL": "3600"}
+    environs = {
+        "alice": clean_environ(alice, USER="alicewu", **sending),
+        "bob": clean_environ(bob, USER="bobsmith", LOGNAME="bobsmith", **sending),
+        "no HOME": clean_environ(alice, HOME=None, **sending),
+        "HOME //": clean_environ(alice, HOME=str(alice).replace("/", "//"), **sending),
+    }
+    expected = default_label(venv.path)
+    for who, env in environs.items():
+        result = run([venv.python, "-c", "import public_lib"], env=env, cwd=workdir)
+        assert (result.returncode, result.stderr) == (0, ""), who
+        datagrams = listener.datagrams()
+        listener.clear()
+        assert {d.kind for d in datagrams} >= {"use"}, who
+        assert {d.env for d in datagrams} == {expected}, who
+        for datagram in datagrams:
+            for word in ("alicewu", "bobsmith", "analysis", "/home", str(tmp_path)):
+                assert word not in datagram.text, f"{who}: {word!r} in {datagram.text!r}"
+
+    status = popcon_cli("status", "--python", venv.python, env=environs["bob"])
+    assert status.returncode == 0, status.stderr
+    assert f"env label:  {expected}\n" in status.stdout
+    assert "the default, derived from the environment's prefix" in status.stdout
+    named = clean_environ(bob, POPCON_ENV="team-a")
+    status = popcon_cli("status", "--python", venv.python, env=named)
+    assert "env label:  team-a\n" in status.stdout and "the default" not in status.stdout
+    preview = popcon_cli("preview", "--", venv.python, "-c", "import public_lib", env=named)
+    assert "\nenv team-a\n" in preview.stdout and "# env: the default" not in preview.stdout
+    preview = popcon_cli("preview", "--", venv.python, "-c", "import public_lib",
+                         env=environs["bob"])  # fmt: skip
+    assert preview.returncode == 0, preview.stderr
+    assert f"\nenv {expected}\n" in preview.stdout
+    assert "# env: the default label, derived from the environment's prefix" in preview.stdout
+    assert listener.settle() == []  # preview sent nothing
 
 
 def test_signed_datagrams(workload_venv, recorder_env, listener, workdir):
@@ -328,7 +383,7 @@ def test_nothing_personal_leaves_the_process(tmp_path, wheelhouse, listener):
     assert (process.returncode, stdout, stderr) == (0, b"", b"")
     datagrams = listener.datagrams()
     assert {d.kind for d in datagrams} == {"use", "inv"}
-    assert {d.env for d in datagrams} == {"~/envs/analysis"}
+    assert {d.env for d in datagrams} == {default_label(venv.path)}
     first = first_records(use_libs(datagrams))
     assert set(first) == {"public-lib", "public-dep"}
     assert first["public-lib"].level == "direct"

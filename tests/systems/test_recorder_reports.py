@@ -28,6 +28,8 @@ from recorder_testlib import (
     write_dist_info,
 )
 
+from popcon.recorder.core import prefix_label
+
 pytestmark = pytest.mark.slow
 
 PANDAS_AND_REQUESTS = """
@@ -68,7 +70,7 @@ def test_done_when_pandas_and_requests_over_udp(
     assert datagrams, "nothing arrived at the listener"
     assert all(d.kind == "use" for d in datagrams)  # POPCON_INVENTORY_INTERVAL=0
     assert sorted(d.seq for d in datagrams) == list(range(len(datagrams)))
-    assert {d.env for d in datagrams} == {str(workload_venv.path)}
+    assert {d.env for d in datagrams} == {prefix_label(str(workload_venv.path))}
     assert {d.py for d in datagrams} == {"%d.%d" % sys.version_info[:2]}
     assert all(d.labels == {} for d in datagrams)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -160,3 +162,83 @@ def test_generated_config_file_is_read_from_the_working_directory(tmp_path):
         server.send([use_datagram("img", [("attrs", "24.2.0", "direct", "env")])] * 3)
         wait_until(lambda: processes(server, "attrs", token=None) == "fewer than 4")
         assert server.stop() == 0
+
+
+def serve_command(db, *flags: str) -> list[str]:
+    return [
+        sys.executable, "-m", "popcon", "serve",
+        "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", str(db), *flags,
+    ]  # fmt: skip
+
+
+def test_one_serve_per_database_and_no_stale_lock_after_sigkill(tmp_path):
+    db = tmp_path / "popcon.sqlite"
+    with ServeProcess(db, "--open", "--min-count", "1") as first:
+        second = subprocess.run(
+            serve_command(db, "--open"),
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1
+        assert second.stdout == ""
+        assert second.stderr.splitlines() == [
+            f"popcon serve: --db {db}: in use by another collector (pid {first.proc.pid}); "
+            "one writer per database"
+        ]
+        # The first goes on receiving and answering; readers of the file are not blocked.
+        first.send([use_datagram("img", PANDAS) for _ in range(3)])
+        wait_until(lambda: processes(first, "pandas", token=None) == 3, what="3 processes")
+        top = subprocess.run(
+            [sys.executable, "-m", "popcon", "top", "--db", str(db), "--json"],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert top.returncode == 0, top.stderr
+        assert by_name(json.loads(top.stdout)["libraries"])["pandas"]["processes"] == 3
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.proc.wait(10) == -signal.SIGKILL
+
+    # SIGKILL left no lock behind: the next one starts and counts on.
+    with ServeProcess(db, "--open", "--min-count", "1") as again:
+        again.send([use_datagram("img", PANDAS) for _ in range(2)])
+        wait_until(lambda: processes(again, "pandas", token=None) == 5, what="5 processes")
+        assert again.stop() == 0
+        assert again.lines[-1].endswith(f"popcon stopped; everything received was written to {db}")
+
+
+def test_rows_a_full_disk_kept_out_at_stop_are_the_last_line_and_exit_status_1(tmp_path):
+    db = tmp_path / "popcon.sqlite"
+    with ServeProcess(db, "--open", "--min-count", "1") as server:
+        server.send([use_datagram("img", PANDAS) for _ in range(5)])
+        wait_until(lambda: processes(server, "pandas", token=None) == 5, what="5 processes")
+        # The disk is "full": no file of the collector may grow any more (Python ignores
+        # SIGXFSZ, so writes fail with EFBIG instead of killing it).
+        full = max(f.stat().st_size for f in (db, db.with_name(db.name + "-wal")) if f.exists())
+        hard = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)[1]
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (full, hard))
+        server.send(
+            use_datagram(f"env{i}", [(f"lib{i}-{j}", "1.0", "direct", "env") for j in range(20)])
+            for i in range(300)
+        )
+        wait_until(
+            lambda: any("could not write to" in line for line in server.lines),
+            what="a write failing on the full disk",
+        )
+        assert processes(server, "pandas", token=None) == 5
+        assert server.stop(signal.SIGTERM, timeout=60) == 1
+
+    log = "\n".join(server.lines)
+    assert "everything received was written" not in log
+    stopped = re.fullmatch(
+        rf"popcon serve: --db {re.escape(str(db))}: stopped with (\d+) rows not written "
+        r"\(last error: OperationalError: (database or disk is full|disk I/O error)\)",
+        server.lines[-1],
+    )
+    assert stopped, log
+    assert int(stopped[1]) >= 300 * 20  # a usage row per library at least
+    assert f"stopped with {stopped[1]} rows not written to {db}" in log  # the writer's line
+    assert integrity_check(db) == "ok"

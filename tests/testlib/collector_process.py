@@ -2,9 +2,10 @@
 
     python collector_process.py DB_PATH
 
-Prints ``listening <port>`` once it receives on 127.0.0.1, stops on SIGTERM. SIGXFSZ is
-ignored so that a file-size limit (the tests' stand-in for a full disk) makes writes fail
-with an error instead of killing the process.
+Prints ``listening <port>`` once it receives on 127.0.0.1, stops on SIGTERM; exit status 1
+when rows could not be written by then. SIGXFSZ is ignored so that a file-size limit (the
+tests' stand-in for a full disk) makes writes fail with an error instead of killing the
+process (Python ignores it already; this says so where the tests rely on it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 from popcon.server.receive.receiver import Collector
 
 
-def main() -> None:
+def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     stop = threading.Event()
@@ -26,8 +27,8 @@ def main() -> None:
     collector.start()
     print("listening", collector.address[1], flush=True)
     stop.wait()
-    collector.stop()
+    return 1 if collector.stop() else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -118,7 +118,7 @@ class ApiServer:
         from tornado.httpserver import HTTPServer
         from tornado.netutil import bind_sockets
 
-        from popcon.server.app import make_app
+        from popcon.server.serve import make_app
 
         sockets = bind_sockets(0, "127.0.0.1")
         self.port = sockets[0].getsockname()[1]

@@ -8,6 +8,8 @@ with these builders, and the tests would notice.
 from __future__ import annotations
 
 import hmac
+import os
+import time
 from collections.abc import Iterable, Sequence
 from hashlib import sha256
 
@@ -24,8 +26,13 @@ PANDAS_PROCESS: list[Lib] = [
 ]
 
 
-def sign(data: bytes, key: bytes) -> bytes:
-    """``data`` with its last line ``sig <first 32 hex digits of HMAC-SHA256(key, data)>``."""
+def sign(data: bytes, key: bytes, *, minute: int | None = None, nonce: str | None = None) -> bytes:
+    """``data`` with its ``t <minute> <nonce>`` line (the minute since the epoch, now unless
+    given; a fresh random nonce unless given, as from another process) and its last line
+    ``sig <first 32 hex digits of HMAC-SHA256(key, everything before it)>``."""
+    if minute is None:
+        minute = int(time.time()) // 60
+    data += f"t {minute} {nonce or os.urandom(8).hex()}\n".encode()
     return data + b"sig " + hmac.new(key, data, sha256).hexdigest()[:32].encode() + b"\n"
 
 

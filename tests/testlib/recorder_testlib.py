@@ -46,6 +46,7 @@ LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}\Z")
 PY_RE = re.compile(r"[0-9]+\.[0-9]+\Z")
 INV_ID_RE = re.compile(r"[0-9a-f]{8}\Z")
 SIG_RE = re.compile(r"[0-9a-f]{32}\Z")
+TIME_LINE_RE = re.compile(r"t [0-9]{1,12} [0-9a-f]{16}\Z")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 LEVELS = ("direct", "transitive", "upgrade")
 ORIGINS = ("env", "user")
@@ -148,6 +149,11 @@ def parse_datagram(raw: bytes) -> Datagram:
             if position != len(rest) - 1 or len(fields) != 2 or not SIG_RE.match(fields[1]):
                 raise ProtocolError(f"bad or misplaced sig line {line!r}")
             datagram.sig = fields[1]
+        elif fields[0] == "t":
+            if position != len(rest) - 2 or not rest[-1].startswith("sig "):
+                raise ProtocolError(f"a t line must come just before the sig line: {line!r}")
+            if not TIME_LINE_RE.match(line):
+                raise ProtocolError(f"bad t line {line!r}")
         elif fields[0] == "lib" and kind == "use":
             datagram.libs.append(_parse_lib(fields, line))
         elif fields[0] == "dist" and kind == "inv" and len(fields) == 3:

@@ -64,9 +64,11 @@ sys.path.insert(0, site)
 import _popcon_recorder as core, _popcon_recorder_map as mapper, _popcon_recorder_rare as rare
 sites = [s for s in json.loads(sys.argv[2]) if os.path.isdir(s)]
 labels, rejected = rare.parse_labels(os.environ.get("POPCON_LABELS", ""))
+label = core.environment_label(os.environ)
 print(json.dumps({
     "maps": [mapper.map_status(s) for s in sites],
-    "environment_label": core.environment_label(os.environ),
+    "environment_label": label,
+    "environment_label_is_default": label == core.environment_label({}),
     "labels": dict(labels),
     "rejected_labels": rejected,
 }))
@@ -328,6 +330,11 @@ def format_status(report: dict[str, Any]) -> str:
         )
     lines.append(f"collector:  {report['collector']}")
     lines.append(f"env label:  {report['environment_label']}")
+    if report["environment_label_is_default"]:
+        lines.append(
+            "            the default, derived from the environment's prefix: "
+            "POPCON_ENV sets a readable one"
+        )
     labels = ", ".join(f"{k}={v}" for k, v in report["labels"].items()) or "none"
     lines.append(f"labels:     {labels}")
     if report["rejected_labels"]:

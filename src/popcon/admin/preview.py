@@ -32,6 +32,7 @@ from popcon.protocol import (
 )
 from popcon.protocol.decode import make_decoder
 from popcon.protocol.records import Decoded, LibRecord, UseReport
+from popcon.recorder.core import ENV_LABEL_VARIABLES
 
 from .enable import recorder_sources
 
@@ -195,6 +196,11 @@ def preview_main(command: list[str], *, json_output: bool) -> int:
         sys.stdout.write(json.dumps(summarize(datagrams), indent=2) + "\n")
     else:
         sys.stdout.write(format_datagrams(datagrams))
+        if datagrams and not any(os.environ.get(name) for name in ENV_LABEL_VARIABLES):
+            sys.stdout.write(
+                "# env: the default label, derived from the environment's prefix "
+                "(POPCON_ENV sets a readable one)\n"
+            )
         sys.stdout.write(
             "# not shown: the environment's inventory, sent at most once an hour "
             "(POPCON_INVENTORY_INTERVAL)\n"

@@ -62,8 +62,12 @@ NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?\Z")
 VERSION_RE = re.compile(r"[!-~]{1,64}\Z")
 #: ``py <major>.<minor>``.
 PY_RE = re.compile(r"[0-9]{1,2}\.[0-9]{1,3}\Z")
-#: An environment label: 1 to :data:`MAX_ENV_LABEL` characters, no control character.
-ENV_LABEL_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}\Z")
+#: An environment label: 1 to :data:`MAX_ENV_LABEL` characters, no control character (C0, DEL,
+#: C1) and none of the bidirectional marks, embeddings, overrides and isolates that could make
+#: it show as something else (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069).
+ENV_LABEL_RE = re.compile(
+    r"[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,200}\Z"
+)
 #: ``label <key>=<value>``: the key (at most :data:`MAX_LABEL_KEY`) and the value (at most
 #: :data:`MAX_LABEL_VALUE` characters).
 LABEL_KEY_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}\Z")
@@ -85,12 +89,24 @@ def canonical_name(name: str) -> str:
 
 #: Hex digits of HMAC-SHA256 in a ``sig`` line.
 SIGNATURE_DIGITS = 32
+#: Bytes of a ``sig`` line, its ``\n`` included.
+SIGNATURE_LINE = len("sig ") + SIGNATURE_DIGITS + 1
+#: Hex digits of the nonce of a ``t`` line (8 random bytes a recorder draws once per process).
+NONCE_DIGITS = 16
+#: Minutes a signed datagram's ``t`` line may be away from the collector's clock, either way.
+TIME_WINDOW = 5
 
 
 def sign(key: bytes, payload: bytes) -> bytes:
     """The signature line for ``payload`` (which ends with ``\\n``): ``b"sig <32 hex>\\n"``."""
     digest = hmac.new(key, payload, sha256).hexdigest()[:SIGNATURE_DIGITS]
     return b"sig " + digest.encode("ascii") + b"\n"
+
+
+def time_line(minute: int, nonce: str) -> bytes:
+    """The ``t`` line a signed datagram carries before its ``sig`` line:
+    ``b"t <unix minutes> <nonce>\\n"``."""
+    return f"t {minute} {nonce}\n".encode("ascii")
 
 
 # -- statsd lines ------------------------------------------------------------------------------
@@ -100,7 +116,9 @@ DEFAULT_STATSD_PREFIX = "python_popcon"
 STATSD_LIBRARY_USED = "library_used"
 STATSD_REPORTS = "reports"
 #: Largest counter value the collector accepts on a statsd line (``name:3|c``: 3 processes).
-MAX_STATSD_VALUE = 100
+MAX_STATSD_VALUE = 10
+#: Largest sum of the counter values of one datagram's statsd lines.
+MAX_STATSD_TOTAL = 100
 
 # -- addresses ---------------------------------------------------------------------------------
 
@@ -129,5 +147,10 @@ REJECTIONS = (
     "malformed",  # any other malformed line
     "unsigned",  # the collector has a key and the datagram carries no signature
     "bad_signature",
+    "unstamped",  # the collector has a key and the signed datagram carries no t line
+    "stale",  # its t line is more than TIME_WINDOW minutes from the collector's clock
+    "replay",  # a signature the collector took already
+    "replay_cap",  # the memory of signatures taken is full (REPLAY_MEMORY in decode)
     "statsd_malformed",
+    "statsd_cap",  # a value over MAX_STATSD_VALUE, or values adding up over MAX_STATSD_TOTAL
 )

@@ -11,12 +11,17 @@ block) is validated once by the parsers of :mod:`popcon.protocol.lines` and its 
 kept in a bounded :class:`_Cache` (the older half dropped when full, so junk cannot grow it).
 Settings, caches and the signature check are bound once, when the decoder is made
 (:class:`_Decoding`).
+
+A decoder with a key also drops stale and replayed signed datagrams
+(:class:`popcon.protocol.replays.Replays`); since it must see every copy, identical signed
+datagrams are not to be counted by their bytes (:func:`is_signed`).
 """
 
 from __future__ import annotations
 
 import hmac
 import re
+import time
 from itertools import islice
 from typing import Callable, Generic, TypeVar
 
@@ -25,7 +30,9 @@ from popcon.protocol import (
     ENV_LABEL_RE,
     INVENTORY,
     MAX_DATAGRAM,
+    MAX_STATSD_TOTAL,
     PROTOCOL_VERSION,
+    SIGNATURE_LINE,
     STATSD_LIBRARY_USED,
     STATSD_REPORTS,
     UNKNOWN,
@@ -43,9 +50,8 @@ from popcon.protocol.lines import (
     parse_statsd_line,
 )
 from popcon.protocol.records import Decoded, InventoryPart, LibRecord, UseReport
+from popcon.protocol.replays import REPLAY_MEMORY, Replays
 
-#: Largest number of library records one datagram may expand to (statsd values multiply).
-MAX_RECORDS = 1000
 #: The environment label given to statsd lines, which carry none.
 DEFAULT_STATSD_ENV = "statsd"
 #: Entries kept per line cache (``lib``/``dist``/statsd lines, and a quarter as many rejected
@@ -62,6 +68,9 @@ _USE_LINE = f"{PROTOCOL_VERSION} {USE} "  # a use datagram's first line, up to <
 _INVENTORY_LINE = f"{PROTOCOL_VERSION} {INVENTORY} "
 _SEQ_AT = len(_USE_LINE)
 _SIGNATURE_RE = re.compile(rb"sig [0-9a-f]{32}\n\Z")
+_TIME_LINE_RE = re.compile(rb"t (0|[1-9][0-9]{0,11}) [0-9a-f]{16}\n\Z")
+#: Hex digits of a signature a decoder remembers (64 bits: collisions are not a concern).
+_REMEMBERED_DIGITS = 16
 
 
 # -- the decoder -------------------------------------------------------------------------------
@@ -108,9 +117,20 @@ class _Cache(Generic[_Parsed]):
         return parsed
 
 
-def _check_signature_format(data: bytes, cut: int) -> str:
-    """Without a key, a ``sig`` line is accepted and ignored, if well formed."""
-    return "" if _SIGNATURE_RE.match(data, cut) else "malformed"
+def is_signed(data: bytes) -> bool:
+    """Whether ``data``, a datagram a decoder took, ends with a ``sig`` line: then identical
+    copies of it must each be decoded (a decoder with a key drops the replays), not counted by
+    their bytes."""
+    return data.startswith(b"sig ", len(data) - SIGNATURE_LINE)
+
+
+def _strip_signature(data: bytes, cut: int) -> int | str:
+    """Without a key, a ``sig`` line and the ``t`` line before it are accepted and ignored, if
+    well formed: where the datagram's text ends, or the reason it is dropped."""
+    if not _SIGNATURE_RE.match(data, cut):
+        return "malformed"
+    at = data.rfind(b"\n", 0, cut - 1) + 1
+    return at if _TIME_LINE_RE.match(data, at, cut) else cut
 
 
 class _Decoding:
@@ -125,6 +145,7 @@ class _Decoding:
         "key",
         "lib_blocks",
         "lib_lines",
+        "replays",
         "statsd_env",
         "statsd_library_used",
         "statsd_lines",
@@ -132,11 +153,20 @@ class _Decoding:
         "statsd_start",
     )
 
-    def __init__(self, key: bytes | None, statsd_prefix: str, statsd_env: str, size: int) -> None:
+    def __init__(
+        self,
+        key: bytes | None,
+        statsd_prefix: str,
+        statsd_env: str,
+        size: int,
+        clock: Callable[[], float],
+        replay_memory: int,
+    ) -> None:
         self.key = key
-        self.check_signature: Callable[[bytes, int], str] = (
-            _check_signature_format if key is None else self._verify_signature
+        self.check_signature: Callable[[bytes, int], int | str] = (
+            _strip_signature if key is None else self._verify_signature
         )
+        self.replays = Replays(clock, replay_memory)
         self.statsd_start = statsd_prefix.encode("utf-8") + b"."
         self.statsd_library_used = f"{statsd_prefix}.{STATSD_LIBRARY_USED}."
         self.statsd_reports = f"{statsd_prefix}.{STATSD_REPORTS}"
@@ -167,10 +197,10 @@ class _Decoding:
             return "truncated"
         cut = data.rfind(b"\n", 0, size - 1) + 1  # start of the last line
         if data.startswith(b"sig ", cut):
-            reason = self.check_signature(data, cut)
-            if reason:
-                return reason
-            data = data[:cut]
+            end = self.check_signature(data, cut)
+            if isinstance(end, str):
+                return end
+            data = data[:end]
         elif self.key is not None:
             return "unsigned"
         try:
@@ -211,13 +241,20 @@ class _Decoding:
         # tuple.__new__ skips the Python-level __new__ of the named tuple
         return tuple.__new__(UseReport, (*head, 1 if seq == "0" else 0, libs))
 
-    def _verify_signature(self, data: bytes, cut: int) -> str:
+    def _verify_signature(self, data: bytes, cut: int) -> int | str:
+        """With a key: where the text of a signed datagram ends (its ``t`` line), or the reason
+        it is dropped."""
         if not _SIGNATURE_RE.match(data, cut):
             return "malformed"
         assert self.key is not None  # bound only to a decoder that has a key
         if not hmac.compare_digest(sign(self.key, data[:cut]), data[cut:]):
             return "bad_signature"
-        return ""
+        at = data.rfind(b"\n", 0, cut - 1) + 1
+        stamp = _TIME_LINE_RE.match(data, at, cut)
+        if stamp is None:
+            return "unstamped"
+        signature = data[cut + 4 : cut + 4 + _REMEMBERED_DIGITS]
+        return self.replays.take(int(stamp[1]), signature) or at
 
     def parse_libs(self, block: str) -> tuple[LibRecord, ...] | str:
         """The records of a ``use`` datagram (lines each ending with ``\\n``)."""
@@ -280,6 +317,7 @@ class _Decoding:
             return "not_utf8"
         libs: list[LibRecord] = []
         processes = 0
+        total = 0
         get = self.statsd_lines.get
         for line in text.split("\n"):
             if not line:
@@ -291,10 +329,11 @@ class _Decoding:
                     return new_counted
                 counted = new_counted
             name, count = counted
+            total += count
+            if total > MAX_STATSD_TOTAL:
+                return "statsd_cap"
             if not name:
                 processes += count
-            elif len(libs) + count > MAX_RECORDS:
-                return "statsd_malformed"
             else:
                 libs.extend([LibRecord(name, UNKNOWN_VERSION, UNKNOWN, UNKNOWN, None)] * count)
         if not libs and not processes:
@@ -307,13 +346,19 @@ def make_decoder(
     statsd_prefix: str = DEFAULT_STATSD_PREFIX,
     statsd_env: str = DEFAULT_STATSD_ENV,
     cache_size: int = CACHE_SIZE,
+    *,
+    clock: Callable[[], float] = time.time,
+    replay_memory: int = REPLAY_MEMORY,
 ) -> Decoder:
     """A ``decode(data) -> UseReport | InventoryPart | reason`` bound to these settings.
 
     ``key``: the shared secret (``POPCON_KEY``); when set, every datagram must end with a valid
-    ``sig`` line, and statsd lines (which cannot be signed) are rejected as ``unsigned``.
-    Without a key a ``sig`` line is accepted and ignored. ``statsd_prefix`` is the metric prefix
-    of ``popularity-contest`` lines; they are counted under environment ``statsd_env``.
+    ``t`` and ``sig`` line, the ``t`` line within :data:`~popcon.protocol.TIME_WINDOW` minutes
+    of ``clock`` (seconds since the epoch), each signature taken once (at most
+    ``replay_memory`` remembered), and statsd lines (which cannot be signed) are rejected as
+    ``unsigned``. Without a key the ``t`` and ``sig`` lines are accepted and ignored.
+    ``statsd_prefix`` is the metric prefix of ``popularity-contest`` lines; they are counted
+    under environment ``statsd_env``.
     """
     if isinstance(key, str):
         key = key.encode("utf-8")
@@ -321,4 +366,4 @@ def make_decoder(
         raise ValueError(f"statsd prefix {statsd_prefix!r}: expected a dotted metric prefix")
     if not ENV_LABEL_RE.match(statsd_env):
         raise ValueError(f"statsd environment {statsd_env!r}: expected 1-200 characters")
-    return _Decoding(key, statsd_prefix, statsd_env, cache_size).decode
+    return _Decoding(key, statsd_prefix, statsd_env, cache_size, clock, replay_memory).decode

@@ -148,7 +148,7 @@ def parse_statsd_line(line: str, library_used: str, reports: str) -> tuple[str, 
         return "statsd_malformed"
     count = int(value)
     if count > MAX_STATSD_VALUE:
-        return "statsd_malformed"
+        return "statsd_cap"
     if metric == reports:
         return ("", count)
     if not metric.startswith(library_used):

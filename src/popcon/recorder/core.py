@@ -3,13 +3,15 @@
 The start-up hook (``hook.py``) loads it (as ``_popcon_recorder``, a verbatim copy placed beside
 the hook by ``popcon enable``) on the first import that the hook cannot settle by itself, so a
 process that imports no third-party library never loads it. Standard library only; nothing it
-sends names a user, a host, a path, a time or a user's own module.
+sends names a user, a host, a path or a user's own module (signed datagrams carry the
+minute they were sent, for the collector's replay check).
 
 What it offers the others: to the hook, ``attach(hook)`` and ``report(fullname, top, spec)``; to
 ``map`` and ``rare``, the protocol's terms (``PROTOCOL_VERSION``, ``MAX_DATAGRAM``, ``LEVELS``,
 ...), ``chunks``, ``signed``, ``emit``, ``send_queued``, ``path_key``, ``is_address``,
 ``cache_directory``, ``site_cache_files``, ``site_map``, ``sibling``, ``after_cell`` and the
-``Config`` they are given; to ``popcon status``, ``environment_label``.
+``Config`` they are given; to ``popcon status`` and ``preview``, ``environment_label`` and
+``ENV_LABEL_VARIABLES``.
 
 The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
 Notes below are comments rather than docstrings, and types are comments too: every process
@@ -527,17 +529,17 @@ def sibling(kind):
 # --------------------------------------------------------------------------- configuration
 
 
+# What names the environment, the first one set (else ``prefix_label``); and every variable
+# Config reads.
+ENV_LABEL_VARIABLES = ("POPCON_ENV", "JUPYTER_IMAGE_SPEC", "JUPYTER_IMAGE")
 _SETTINGS = (
     "POPCON_COLLECTOR",
     "POPCON_KEY",
     "POPCON_DEBUG",
     "POPCON_PREVIEW",
     "POPCON_INVENTORY_INTERVAL",
-    "POPCON_ENV",
-    "JUPYTER_IMAGE_SPEC",
-    "JUPYTER_IMAGE",
+    *ENV_LABEL_VARIABLES,
     "POPCON_LABELS",
-    "HOME",
 )
 
 
@@ -608,21 +610,34 @@ def parse_collector(url):
 
 def environment_label(environ):
     # type: (Mapping[str, str]) -> str
-    # The ``env`` line's label: POPCON_ENV, the Jupyter image, or the environment's prefix
-    # with the home directory written ``~``.
-    label = (
-        environ.get("POPCON_ENV")
-        or environ.get("JUPYTER_IMAGE_SPEC")
-        or environ.get("JUPYTER_IMAGE")
-        or ""
-    )
-    if not label:
-        label = sys.prefix
-        home = environ.get("HOME")
-        if home and home != "/" and (label == home or label.startswith(home.rstrip("/") + "/")):
-            label = "~" + label[len(home.rstrip("/")) :]
+    # The ``env`` line's label: the first of ENV_LABEL_VARIABLES set, else ``prefix_label``.
+    for name in ENV_LABEL_VARIABLES:
+        label = environ.get(name, "")
+        if label:
+            break
+    else:
+        label = prefix_label(sys.prefix)
     label = "".join(c for c in label if c.isprintable())[:MAX_ENV_LABEL].strip()
     return label or "unknown"
+
+
+def prefix_label(prefix):
+    # type: (str) -> str
+    # The default label: ``env:`` and 12 hex digits of a BLAKE2b hash of the environment's
+    # prefix as Python spells it (resolving it would cost an lstat per directory). The same
+    # for every user and process of the environment, it names no path and no user
+    # (docs/recording.md#privacy). Not ``path_key``: it is linear in the text's bytes, so a
+    # user name of up to 8 bytes at a known place in the path could be solved for. ``_blake2``
+    # is CPython's own module (0.4 M instructions to load, none once hashlib has loaded it;
+    # kept by builds that drop the other built-in hashes); hashlib would also load OpenSSL.
+    data = os.fsencode(prefix)
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # a build without it: hashlib's sha256, from OpenSSL
+        from hashlib import sha256
+
+        return "env:" + sha256(data).hexdigest()[:12]
+    return "env:" + blake2b(data, digest_size=6).hexdigest()
 
 
 def _header(environ):
@@ -666,10 +681,12 @@ def _use_datagrams(config, records):
     # type: (Config, list[str]) -> list[bytes]
     global _seq
     datagrams = []
-    for chunk in chunks(records, MAX_DATAGRAM - len(config.header.encode("utf-8")) - HEAD_ROOM):
+    stamp = "" if config.key is None else sibling("rare").time_line()  # type: str
+    budget = MAX_DATAGRAM - len(config.header.encode("utf-8")) - HEAD_ROOM - len(stamp)
+    for chunk in chunks(records, budget):
         head = f"{PROTOCOL_VERSION} use {_seq}\n"
         _seq += 1
-        datagrams.append(signed(config, (head + config.header + chunk).encode("utf-8")))
+        datagrams.append(signed(config, (head + config.header + chunk + stamp).encode("utf-8")))
     return datagrams
 
 

@@ -7,10 +7,11 @@ library's names on Python 3.9. Every process that imports a library loads the co
 file into site-packages as ``_popcon_recorder_rare.py``. Standard library only; it uses the
 core's public names only, and like the core, keeps its types in comments.
 
-What it offers the others: to the core, ``parse_labels``, ``sign``, ``statsd_datagrams``,
-``send_inventory``, ``show``, ``resolve``, ``await_resolution``, ``hook_ipython`` and
-``standard_library_names_before_3_10``; to ``map``, ``write_atomically``; to ``popcon status``,
-``parse_labels``; and the protocol's terms that only these parts use (``MAX_LABELS``, ...).
+What it offers the others: to the core, ``parse_labels``, ``sign``, ``time_line``,
+``statsd_datagrams``, ``send_inventory``, ``show``, ``resolve``, ``await_resolution``,
+``hook_ipython`` and ``standard_library_names_before_3_10``; to ``map``, ``write_atomically``;
+to ``popcon status``, ``parse_labels``; and the protocol's terms that only these parts use
+(``MAX_LABELS``, ...).
 """
 
 import os
@@ -37,6 +38,7 @@ LABEL_VALUE_CHARS = frozenset(
 DEFAULT_STATSD_PREFIX = "python_popcon"
 
 _RESOLVE_TTL = 600.0  # seconds a resolved collector address stays cached on disk
+_nonce = None  # type: tuple[int, str] | None  # (process id, nonce) of the signed datagrams
 
 
 def standard_library_names_before_3_10():
@@ -146,6 +148,20 @@ def sign(key, payload):
     return payload + b"sig " + digest.encode("ascii") + b"\n"
 
 
+def time_line():
+    # type: () -> str
+    """The ``t`` line a signed datagram ends with, before its signature line: the minute
+    (since the epoch) and this process's nonce, 16 hex digits drawn once per process (again
+    in a forked child), so that identical datagrams of two processes differ."""
+    global _nonce
+    import time
+
+    pid = os.getpid()
+    if _nonce is None or _nonce[0] != pid:
+        _nonce = (pid, os.urandom(8).hex())
+    return f"t {int(time.time()) // 60} {_nonce[1]}\n"
+
+
 # --------------------------------------------------------------------------- the inventory
 
 
@@ -159,15 +175,18 @@ def send_inventory(config, inventories, inventory_id, stamp):
     entries = sorted({pair for _id, dists in inventories for pair in dists})
     lines = [f"dist {name} {version}" for name, version in entries]
     base = f"{core.PROTOCOL_VERSION} inv {inventory_id} %d %d\n"
-    header_size = len(config.header.encode("utf-8"))
-    texts = core.chunks(lines, core.MAX_DATAGRAM - header_size - core.HEAD_ROOM - len(base))
+    stamp = "" if config.key is None else time_line()
+    room = len(config.header.encode("utf-8")) + core.HEAD_ROOM + len(base) + len(stamp)
+    texts = core.chunks(lines, core.MAX_DATAGRAM - room)
     if len(texts) > MAX_INVENTORY_PARTS:
         return  # cannot be said in one inventory: documented limit
     total = len(texts)
     core.emit(
         config,
         [
-            core.signed(config, ((base % (part, total)) + config.header + text).encode("utf-8"))
+            core.signed(
+                config, ((base % (part, total)) + config.header + text + stamp).encode("utf-8")
+            )
             for part, text in enumerate(texts, 1)
         ],
     )

@@ -1,55 +1,45 @@
-"""``popcon serve``: the collector's application, and the one place that wires the rooms.
+"""``popcon serve``: the collector's application, which only gathers settings.
 
-:class:`PopconServe` only gathers settings: every one a trait with ``help=``, flags map onto
-them, ``popcon_config.py`` can set them (``--generate-config`` writes one), secrets come from
-the environment. Its :meth:`~PopconServe.start` calls :func:`run` with the resolved
-:class:`~popcon.server.settings.ServeSettings`, and :func:`serve` does the work: it starts the
-:class:`~popcon.server.receive.receiver.Collector` (UDP receiver and SQLite writer), a
-:class:`~popcon.server.web.base.Reader` and the HTTP server with every face's routes
-(:func:`make_app`), logs one line, and waits for SIGTERM/SIGINT.
+:class:`PopconServe` is a thin traitlets application: every setting is a trait with ``help=``,
+flags map onto them, ``popcon_config.py`` can set them (``--generate-config`` writes one),
+secrets come from the environment. Its :meth:`~PopconServe.start` resolves them into a
+:class:`~popcon.server.settings.ServeSettings` and calls :func:`popcon.server.serve.run`, which
+wires the rooms together and does the work.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
-import signal
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application as WebApplication
-from traitlets import Bool, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Application
 from traitlets.config.loader import ArgumentError
 
 from popcon import __version__
 from popcon.protocol import DEFAULT_COLLECTOR_PORT, DEFAULT_HTTP_PORT, DEFAULT_STATSD_PREFIX
 from popcon.protocol.decode import DEFAULT_STATSD_ENV
-from popcon.server.receive.receiver import Collector, parse_address
+from popcon.server.receive.receiver import parse_address
+from popcon.server.serve import run
 from popcon.server.settings import (
     API_TOKEN_ENV,
     KEY_ENV,
+    HttpLimits,
     ServeSettings,
     check_flags,
+    check_token,
     default_db_path,
     flag_reason,
     one_line,
-    os_reason,
     trait_reason,
 )
 from popcon.server.storage.schema import DAY, StoreSettings
-from popcon.server.web.api import api_routes
-from popcon.server.web.auth import OpenAuth, Route, make_auth
-from popcon.server.web.base import Reader, ServerContext, log_request, normalize_prefix
-from popcon.server.web.dashboard import dashboard_routes
+from popcon.server.web.auth import OpenAuth, make_auth
 from popcon.server.web.hub import configure_from_hub
-from popcon.server.web.metrics import make_registry, metrics_routes
 
 log = logging.getLogger("popcon.serve")
 
@@ -104,6 +94,34 @@ class PopconServe(Application):
     max_libraries = Int(50_000, help="Most distinct libraries stored over all environments.").tag(
         config=True
     )
+    max_versions_per_library = Int(
+        32, help="Most distinct versions stored per library and environment."
+    ).tag(config=True)
+    max_versions = Int(
+        100_000,
+        help="Most distinct versions stored over all libraries, beyond the first of each.",
+    ).tag(config=True)
+    max_importers_per_library = Int(
+        1000, help="Most distinct importers stored per library and environment."
+    ).tag(config=True)
+    max_importers = Int(
+        100_000,
+        help="Most distinct importers stored over all libraries, beyond the first of each.",
+    ).tag(config=True)
+    max_connections = Int(
+        HttpLimits.max_connections,
+        help="Most HTTP connections open at once (at most half the descriptor limit); beyond "
+        "it the connection idle longest is closed, or the new one when none is idle.",
+    ).tag(config=True)
+    idle_timeout = Float(
+        HttpLimits.idle_timeout,
+        help="Seconds an HTTP connection may wait for a request's headers, idle keep-alive "
+        "included, before it is closed.",
+    ).tag(config=True)
+    body_timeout = Float(
+        HttpLimits.body_timeout,
+        help="Seconds an HTTP request's body may take to arrive.",
+    ).tag(config=True)
     open = Bool(
         False,
         help=f"Serve the API and /metrics to anybody, without a token ({API_TOKEN_ENV} is "
@@ -146,6 +164,13 @@ class PopconServe(Application):
         "max-label-sets-per-env": "PopconServe.max_label_sets_per_env",
         "max-libraries-per-env": "PopconServe.max_libraries_per_env",
         "max-libraries": "PopconServe.max_libraries",
+        "max-versions-per-library": "PopconServe.max_versions_per_library",
+        "max-versions": "PopconServe.max_versions",
+        "max-importers-per-library": "PopconServe.max_importers_per_library",
+        "max-importers": "PopconServe.max_importers",
+        "max-connections": "PopconServe.max_connections",
+        "idle-timeout": "PopconServe.idle_timeout",
+        "body-timeout": "PopconServe.body_timeout",
         "statsd-prefix": "PopconServe.statsd_prefix",
         "statsd-env": "PopconServe.statsd_env",
         "base-url": "PopconServe.base_url",
@@ -192,6 +217,13 @@ class PopconServe(Application):
             raise ValueError("--min-count: expected at least 1")
         return value
 
+    @validate("max_connections", "idle_timeout", "body_timeout")
+    def _check_positive(self, proposal: Any) -> float:
+        value: float = proposal["value"]
+        if not value > 0:
+            raise ValueError(f"--{proposal['trait'].name.replace('_', '-')}: expected more than 0")
+        return value
+
     @validate("udp", "http")
     def _check_address(self, proposal: Any) -> str:
         value: str = proposal["value"]
@@ -234,11 +266,15 @@ class PopconServe(Application):
                 max_label_sets_per_env=self.max_label_sets_per_env,
                 max_libraries_per_env=self.max_libraries_per_env,
                 max_libraries=self.max_libraries,
+                max_versions_per_library=self.max_versions_per_library,
+                max_versions=self.max_versions,
+                max_importers_per_library=self.max_importers_per_library,
+                max_importers=self.max_importers,
             )
             store.check()
         except ValueError as error:
             raise ValueError(flag_reason(str(error))) from None
-        token = os.environ.get(API_TOKEN_ENV, "")
+        token = check_token(os.environ.get(API_TOKEN_ENV, ""))
         key = os.environ.get(KEY_ENV, "")
         mode = configure_from_hub(self) or ("open" if self.open else "token")
         return ServeSettings(
@@ -253,6 +289,7 @@ class PopconServe(Application):
             statsd_prefix=self.statsd_prefix,
             statsd_env=self.statsd_env,
             base_url=self.base_url,
+            http_limits=HttpLimits(self.max_connections, self.idle_timeout, self.body_timeout),
         )
 
     def write_config_file(self) -> None:
@@ -294,110 +331,10 @@ def settings_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-# -- the rooms, wired together ------------------------------------------------------------------
-
-
-def make_app(ctx: ServerContext, prefix: str = "/") -> WebApplication:
-    """Every face under ``prefix``: the API, /metrics, what the auth policy needs (a Hub
-    OAuth callback) and the dashboard."""
-    base = normalize_prefix(prefix)
-    routes: list[Route] = [
-        *api_routes(ctx, base),
-        *metrics_routes(ctx, base),
-        *ctx.api_auth.routes(base),
-        *dashboard_routes(ctx, base),
-    ]
-    return WebApplication(routes, log_function=log_request)
-
-
-def start_collector(settings: ServeSettings) -> Collector:
-    """The receiver and the writer, started; an error names the flag of the part that failed
-    (the store's errors are SQLite's or name a file; the receiver's are its socket's)."""
-    collector = Collector(
-        settings.db,
-        settings.udp,
-        settings.store,
-        key=settings.key,
-        statsd_prefix=settings.statsd_prefix,
-        statsd_env=settings.statsd_env,
-    )
-    try:
-        collector.start()
-    except sqlite3.Error as error:
-        raise OSError(f"--db {settings.db}: {one_line(error)}") from None
-    except OSError as error:
-        flag = f"--db {settings.db}" if error.filename else f"--udp {host_port(settings.udp)}"
-        raise OSError(f"{flag}: {os_reason(error)}") from None
-    return collector
-
-
-def host_port(address: tuple[str, int]) -> str:
-    """``127.0.0.1:8137``, ``[::1]:8137``."""
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def serve(settings: ServeSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the collector until ``stop`` is set, then stop cleanly: receive no more, write
-    everything received, close."""
-    stop = stop or asyncio.Event()
-    collector = start_collector(settings)
-    reader = Reader(settings.db)
-    server = None
-    try:
-        ctx = ServerContext(
-            reader=reader,
-            min_count=settings.min_count,
-            api_auth=settings.api_auth,
-            metrics_auth=settings.metrics_auth,
-            registry=make_registry(reader.connection, settings.min_count),
-        )
-        try:
-            sockets = bind_sockets(settings.http[1], settings.http[0])
-        except OSError as error:
-            raise OSError(f"--http {host_port(settings.http)}: {os_reason(error)}") from None
-        server = HTTPServer(make_app(ctx, settings.base_url))
-        server.add_sockets(sockets)
-        log.info(
-            "popcon %s listening on udp://%s and http://%s%s, storing in %s (api: %s, "
-            "metrics: %s, %s)",
-            __version__,
-            host_port(collector.address),
-            host_port(sockets[0].getsockname()),
-            normalize_prefix(settings.base_url),
-            Path(settings.db).resolve(),
-            settings.api_auth.describe(),
-            settings.metrics_auth.describe(),
-            "signed datagrams only" if settings.key else "unsigned datagrams accepted",
-        )
-        await stop.wait()
-    finally:
-        if server is not None:
-            server.stop()
-        collector.stop()
-        reader.close()
-    log.info("popcon stopped; everything received was written to %s", settings.db)
-
-
-def run(settings: ServeSettings) -> None:
-    """:func:`serve` in a new event loop, stopped by SIGTERM or SIGINT."""
-
-    async def until_signalled() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, stop.set)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
-                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
-        await serve(settings, stop=stop)
-
-    asyncio.run(until_signalled())
-
-
 def main(argv: list[str] | None = None) -> int:
     """``popcon serve [flags]``: the exit status; a bad flag or setting is one line on stderr
-    (status 2), an address or database that cannot be used too (status 1)."""
+    (status 2), an address or database that cannot be used too (status 1), and so are rows
+    that could not be written at stop (status 1)."""
     try:
         PopconServe.launch_instance(argv)
     except (ValueError, OSError) as error:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -29,7 +30,7 @@ from popcon.server.query import answers
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.params import BadParameter, QueryError, canonical_library
 from popcon.server.settings import API_TOKEN_ENV
-from popcon.server.tables import Column, render_csv, render_json, render_table
+from popcon.server.tables import Column, display_text, render_csv, render_json, render_table
 
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}/"
 #: Seconds an HTTP request to the collector may take.
@@ -49,6 +50,25 @@ class CommandError(Exception):
 
 
 # -- where answers come from -------------------------------------------------------------------
+
+
+def check_server(server: str) -> str:
+    """``server`` if it is an ``http://`` or ``https://`` URL with a host, else a
+    :class:`CommandError` naming ``--server`` (without a scheme: the URL to say instead)."""
+    parts = urllib.parse.urlsplit(server)
+    if parts.scheme not in ("http", "https"):
+        if "://" not in server:
+            raise CommandError(
+                f"--server {server}: the URL has no scheme; did you mean http://{server}?", 2
+            )
+        raise CommandError(f"--server {server}: expected an http:// or https:// URL", 2)
+    try:
+        parts.port  # noqa: B018  # parses the port: ValueError when it is not one
+    except ValueError as error:
+        raise CommandError(f"--server {server}: {error}", 2) from None
+    if not parts.hostname:
+        raise CommandError(f"--server {server}: expected a host after {parts.scheme}://", 2)
+    return server
 
 
 def fetch_http(server: str, path: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -86,8 +106,10 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
     """The same answer as the API, read from the database file (read-only)."""
     try:
         conn = connect_readonly(db)
-    except (FileNotFoundError, OSError) as error:
+    except FileNotFoundError as error:
         raise CommandError(str(error)) from None
+    except (sqlite3.Error, OSError) as error:
+        raise CommandError(f"--db {db}: {error}") from None
     try:
         now = time.time()
         if path.startswith("libraries/"):
@@ -97,7 +119,9 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
             answer = answers.ANSWERS[path](conn, params, now=now, min_count=min_count)
     except (BadParameter, QueryError) as error:
         raise CommandError(str(error), 2) from None
-    except Exception as error:  # sqlite3.Error and friends: one line, not a traceback
+    except sqlite3.Error as error:  # a corrupt or damaged database
+        raise CommandError(f"--db {db}: {error}") from None
+    except Exception as error:  # one line, not a traceback
         raise CommandError(f"cannot read {db}: {error}") from None
     finally:
         conn.close()
@@ -109,7 +133,8 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
 def fetcher(args: argparse.Namespace) -> Fetch:
     if args.db:
         return lambda path, params: fetch_db(args.db, path, params, args.min_count)
-    return lambda path, params: fetch_http(args.server, path, params)
+    server = check_server(args.server)
+    return lambda path, params: fetch_http(server, path, params)
 
 
 # -- options -----------------------------------------------------------------------------------
@@ -387,9 +412,10 @@ def render(shown: Shown, args: argparse.Namespace) -> str:
     if args.csv:
         keys = [_CSV_KEYS.get(key, key) for _, key in shown.columns]
         return render_csv([(key, key) for key in keys], shown.rows)
+    caption = "\n".join(display_text(line) for line in shown.caption.split("\n"))
     if not shown.rows:
-        return f"{shown.caption}\n(nothing)\n"
-    return f"{shown.caption}\n{render_table(shown.columns, shown.rows)}"
+        return f"{caption}\n(nothing)\n"
+    return f"{caption}\n{render_table(shown.columns, shown.rows)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -408,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CommandError("--min-count: expected at least 1", 2)
         shown = COMMANDS[args.command](args, fetcher(args))
     except CommandError as error:
-        print(f"popcon {args.command}: {error}", file=sys.stderr)
+        print(display_text(f"popcon {args.command}: {error}"), file=sys.stderr)
         return error.status
     write_stdout(render(shown, args))  # popcon top | head
     return 0

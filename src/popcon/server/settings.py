@@ -1,6 +1,6 @@
 """What ``popcon serve`` runs with, and the one line that names a bad flag.
 
-:class:`ServeSettings` is everything :func:`popcon.server.app.serve` needs, resolved: addresses
+:class:`ServeSettings` is everything :func:`popcon.server.serve.serve` needs, resolved: addresses
 parsed, secrets read from the environment, the auth policies chosen. The functions below turn
 what traitlets says about a command line into one line naming the flag: traitlets only warns
 about a flag it does not know, and its errors name a trait, not the flag.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from popcon.server.storage.schema import StoreSettings
@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # the CLI reads API_TOKEN_ENV here without importing tornado
 #: Environment variables ``popcon serve`` reads (secrets never come from flags or files).
 API_TOKEN_ENV = "POPCON_API_TOKEN"
 KEY_ENV = "POPCON_KEY"
+#: The shortest API token ``popcon serve`` accepts.
+MIN_TOKEN_LENGTH = 16
 
 
 def default_db_path(environ: Mapping[str, str] | None = None) -> str:
@@ -31,9 +33,21 @@ def default_db_path(environ: Mapping[str, str] | None = None) -> str:
     return os.path.join(base, "popcon", "popcon.sqlite")
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one HTTP client may hold: open connections, and seconds to send a request."""
+
+    #: Most connections open at once (kept to at most half the descriptor limit).
+    max_connections: int = 1000
+    #: Seconds a connection may wait for a request's headers (idle keep-alive included).
+    idle_timeout: float = 60.0
+    #: Seconds a request's body may take to arrive.
+    body_timeout: float = 10.0
+
+
 @dataclass
 class ServeSettings:
-    """Everything :func:`~popcon.server.app.serve` needs, resolved."""
+    """Everything :func:`~popcon.server.serve.serve` needs, resolved."""
 
     udp: tuple[str, int]
     http: tuple[str, int]
@@ -47,6 +61,19 @@ class ServeSettings:
     statsd_prefix: str
     statsd_env: str
     base_url: str
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
+
+
+def check_token(token: str) -> str:
+    """The API token from the environment, refused when blank, holding white space or
+    shorter than :data:`MIN_TOKEN_LENGTH` (no request could carry it, or one could guess it);
+    an empty one means "not set"."""
+    if token and (len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token)):
+        raise ValueError(
+            f"{API_TOKEN_ENV}: expected at least {MIN_TOKEN_LENGTH} characters without white "
+            "space (python -c 'import secrets; print(secrets.token_hex(16))' makes one)"
+        )
+    return token
 
 
 def check_flags(argv: Sequence[str], aliases: Mapping[str, Any], flags: Mapping[str, Any]) -> None:

@@ -1,15 +1,46 @@
-"""Plain-text output of the CLI: aligned tables for people, CSV and JSON for scripts."""
+"""Plain-text output of the CLI: aligned tables for people, CSV and JSON for scripts.
+
+What a terminal shows passes through :func:`display_text`, which writes the characters that could
+make it lie (controls, bidirectional overrides) as ``\\uXXXX`` escapes; what a CSV holds
+passes through :func:`csv_cell`, which keeps a spreadsheet from reading a text cell as a
+formula. JSON is the API's answer unchanged.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: A column: (heading, key in the row). Numbers are right-aligned, text left-aligned.
 Column = tuple[str, str]
+
+#: Characters that can change what a line of text appears to say: C0 controls, DEL, C1
+#: controls (U+0080-U+009F), and the bidirectional marks, embeddings, overrides and isolates.
+_SPOOFING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def display_text(text: str) -> str:
+    """``text`` as a terminal may show it: each control or bidirectional formatting character
+    written as its escape, ``\\u202e``, so stored data cannot reorder or hide what is printed."""
+    return _SPOOFING.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell: text that begins with a formula character gets a leading ``'``
+    (a spreadsheet then shows it as text); numbers stay numbers, whatever their sign; lists
+    and dicts are their JSON."""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def cell(value: Any) -> str:
@@ -30,7 +61,7 @@ def _is_numeric(value: Any) -> bool:
 
 def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
     """An aligned table with a heading line; a numeric column is right-aligned."""
-    texts = [[cell(row.get(key)) for _, key in columns] for row in rows]
+    texts = [[display_text(cell(row.get(key))) for _, key in columns] for row in rows]
     widths = [len(heading) for heading, _ in columns]
     for line in texts:
         widths = [max(w, len(t)) for w, t in zip(widths, line)]
@@ -50,17 +81,13 @@ def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -
 
 
 def render_csv(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
-    """CSV with the row keys as the header; hidden counts stay as their text."""
+    """CSV with the row keys as the header, each cell a :func:`csv_cell`; hidden counts stay
+    as their text."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([key for _, key in columns])
     for row in rows:
-        writer.writerow(
-            [
-                json.dumps(row.get(key)) if isinstance(row.get(key), (dict, list)) else row.get(key)
-                for _, key in columns
-            ]
-        )
+        writer.writerow([csv_cell(row.get(key)) for _, key in columns])
     return out.getvalue()
 
 

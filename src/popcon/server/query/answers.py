@@ -10,7 +10,7 @@ asks :mod:`~.libraries` or :mod:`~.environments` and hides small counts. The HTT
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from popcon.server.query.environments import environments, unused, user_installed
@@ -39,6 +39,12 @@ ENDPOINT_PARAMS: dict[str, tuple[str, ...]] = {
     "user-installed": (*_WINDOW, "env"),
     "environments": (),
 }
+#: Most versions and importers a library's answer lists; the rest are summed in one row
+#: named :data:`OTHER_VERSIONS` or :data:`OTHER_IMPORTERS` (no version or distribution name
+#: holds a space, so neither can be a real one).
+MAX_ROWS = 50
+OTHER_VERSIONS = "other versions"
+OTHER_IMPORTERS = "other importers"
 #: The window an endpoint answers for when the request names none.
 DEFAULT_SINCE = {
     "libraries": "6h",
@@ -66,6 +72,33 @@ def _with_min_count(answer: dict[str, Any], min_count: int) -> dict[str, Any]:
     return answer
 
 
+def fold(
+    rows: Sequence[dict[str, Any]], name: str, other: str, keep: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """``rows`` (raw counts, most processes first) with the rows past :data:`MAX_ROWS`, or
+    those whose ``name`` is not in ``keep`` when given, summed into one row named ``other``."""
+    if keep is None:
+        kept, folded = list(rows[:MAX_ROWS]), rows[MAX_ROWS:]
+    else:
+        kept = [row for row in rows if row[name] in keep]
+        folded = [row for row in rows if row[name] not in keep]
+    if folded:
+        kept.append({name: other, "processes": sum(int(row["processes"]) for row in folded)})
+    return kept
+
+
+def _hide_folded(
+    rows: list[dict[str, Any]], name: str, other: str, min_count: int
+) -> list[dict[str, object]]:
+    """Sorted and hidden as any answer's rows, the ``other`` row last."""
+    rest = [row for row in rows if row[name] != other]
+    shown = sort_and_hide(
+        rest, key="processes", fields=("processes",), min_count=min_count, name=name
+    )
+    shown.extend(hide_fields(row, ("processes",), min_count) for row in rows if row[name] == other)
+    return shown
+
+
 def libraries_answer(
     conn: sqlite3.Connection, params: Params, *, now: float, min_count: int
 ) -> dict[str, Any]:
@@ -91,10 +124,20 @@ def libraries_answer(
 
 
 def library_answer(
-    conn: sqlite3.Connection, name: str, params: Params, *, now: float, min_count: int
+    conn: sqlite3.Connection,
+    name: str,
+    params: Params,
+    *,
+    now: float,
+    min_count: int,
+    versions: Collection[str] | None = None,
 ) -> dict[str, Any] | None:
     """``GET /api/v1/libraries/<name>``: series, versions, importers, environments; ``None``
-    when the library was never seen."""
+    when the library was never seen.
+
+    Versions and importers past the :data:`MAX_ROWS` with most processes are summed in one
+    row; ``versions`` names the versions to list instead (the dashboard's history keeps
+    the window's in every slice)."""
     _checked("library", params)
     name = canonical_library(name)
     filters = parse_filters(params, allowed=("env",))
@@ -113,19 +156,17 @@ def library_answer(
     totals = {key: sum(int(row[key]) for row in answer["environments"]) for key in _COUNTS}
     answer.update(hide_fields(totals, _COUNTS, min_count))
     answer["series"] = [hide_fields(row, _COUNTS, min_count) for row in answer["series"]]
-    answer["versions"] = sort_and_hide(
-        answer["versions"],
-        key="processes",
-        fields=("processes",),
-        min_count=min_count,
-        name="version",
+    answer["versions"] = _hide_folded(
+        fold(answer["versions"], "version", OTHER_VERSIONS, versions),
+        "version",
+        OTHER_VERSIONS,
+        min_count,
     )
-    answer["importers"] = sort_and_hide(
-        answer["importers"],
-        key="processes",
-        fields=("processes",),
-        min_count=min_count,
-        name="importer",
+    answer["importers"] = _hide_folded(
+        fold(answer["importers"], "importer", OTHER_IMPORTERS),
+        "importer",
+        OTHER_IMPORTERS,
+        min_count,
     )
     answer["environments"] = sort_and_hide(
         answer["environments"], key="processes", fields=_COUNTS, min_count=min_count, name="env"

@@ -18,16 +18,35 @@ from urllib.parse import quote
 
 
 def connect_readonly(path: Union[str, os.PathLike[str]]) -> sqlite3.Connection:
-    """A read-only connection (``file:...?mode=ro``); raises ``FileNotFoundError`` if no DB."""
+    """A read-only connection (``file:...?mode=ro``); raises ``FileNotFoundError`` if no file
+    is there, ``sqlite3.DatabaseError`` "not a popcon database" for a file that is not one (not
+    SQLite, or SQLite without popcon's ``meta`` table) and other ``sqlite3.Error`` when it
+    cannot be opened."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no popcon database at {path}")
+    if path.is_dir():
+        raise sqlite3.DatabaseError("not a popcon database (a directory)")
     uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
     conn = sqlite3.connect(
         uri, uri=True, check_same_thread=False, timeout=10.0, isolation_level=None
     )
-    conn.execute("PRAGMA query_only = 1")
-    conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: a month of daily rows stays cached
+    try:
+        try:
+            is_popcon = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as error:  # "file is not a database"
+            raise sqlite3.DatabaseError(f"not a popcon database ({error})") from None
+        if is_popcon is None:
+            raise sqlite3.DatabaseError("not a popcon database (no popcon tables in it)")
+        conn.execute("PRAGMA query_only = 1")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: a month of daily rows stays cached
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -27,6 +27,12 @@ from popcon.protocol import (
 #: Units accepted by ``since``: minutes, hours, days.
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 _SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+#: The longest duration ``since`` and ``step`` take: 100 years.
+MAX_DURATION_DAYS = 36_500
+#: Times a window may start or end at: from 1970 to the year 9000, so that a window widened to
+#: whole buckets and stepped through stays inside what a date can show.
+EARLIEST = 0
+LATEST = int(datetime(9000, 1, 1, tzinfo=timezone.utc).timestamp())
 
 #: ``unknown`` is the level of statsd lines (no level on the wire).
 LEVELS = (DIRECT, TRANSITIVE, UNKNOWN)
@@ -86,23 +92,32 @@ def parse_duration(text: str, name: str = "since") -> int:
     match = _SINCE_RE.match(text.strip())
     if not match:
         raise BadParameter(name, f"expected a duration like 6h, 24h, 7d or 30d, got {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * _UNITS["d"]:
+        raise BadParameter(name, f"expected at most {MAX_DURATION_DAYS}d, got {text!r}")
+    return seconds
 
 
 def parse_time(text: str, name: str) -> float:
-    """An ISO-8601 date or date-time; a time without a zone is UTC."""
+    """An ISO-8601 date or date-time from 1970 to the year 9000; a time without a zone is
+    UTC."""
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        epoch = moment.timestamp()
     except ValueError:
         raise BadParameter(
             name, f"expected an ISO-8601 time like 2026-11-26T14:00:00Z, got {text!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    except OverflowError:  # a zone offset that moves the time before the year 1
+        epoch = EARLIEST - 1.0
+    if not EARLIEST <= epoch < LATEST:
+        raise BadParameter(name, f"expected a time from 1970 to the year 9000, got {text!r}")
+    return epoch
 
 
 def floor_to(epoch: float, width: int) -> int:
@@ -122,9 +137,9 @@ def parse_window(
 ) -> Window:
     """The window asked for by ``since`` or ``from``/``until``, widened to whole buckets.
 
-    ``since`` counts back from ``until`` (default: now). ``from`` and ``since`` exclude each
-    other. The end is rounded up and the start down to a bucket edge, so no answer resolves
-    time more finely than the bucket width.
+    ``since`` counts back from ``until`` (default: now), not past 1970. ``from`` and
+    ``since`` exclude each other. The end is rounded up and the start down to a bucket edge,
+    so no answer resolves time more finely than the bucket width.
     """
     since = params.get("since")
     start_text = params.get("from")
@@ -135,7 +150,7 @@ def parse_window(
     if start_text is not None:
         start = parse_time(start_text, "from")
     else:
-        start = end - parse_duration(since if since is not None else default_since)
+        start = max(EARLIEST, end - parse_duration(since if since is not None else default_since))
     if start >= end:
         raise BadParameter("from", "must be earlier than until")
     window = Window(floor_to(start, bucket_width), ceil_to(end, bucket_width))

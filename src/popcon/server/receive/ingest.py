@@ -8,23 +8,37 @@ An :class:`Ingestor` holds the receiving side's state: the writer's
 :class:`~popcon.server.storage.rows.Catalog` (ids and caps), the
 :class:`~popcon.server.storage.rows.Pending` rows of the next job and the inventories being
 assembled. :func:`expand_batch` counts a batch into the pending rows (keyed by ids, at the
-finest bucket). Tools and tests that write without a receiver count decoded datagrams with
+finest bucket); a datagram that hits a cap is counted under it, and each cap logs at most one
+line a minute. Tools and tests that write without a receiver count decoded datagrams with
 :func:`job_of` and hand the job to :meth:`Writer.submit
 <popcon.server.storage.writer.Writer.submit>`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 
-from popcon.protocol.decode import Decoder
+from popcon.protocol.decode import Decoder, is_signed
 from popcon.protocol.records import Decoded, InventoryPart, UseReport
 from popcon.server.storage.rows import Catalog, Limits, Pending, merge_pending
 from popcon.server.storage.schema import LEVEL_COLUMNS, ORIGIN_CODES, StoreSettings, labels_text
 
+log = logging.getLogger(__name__)
+
 _LEVEL_INDEX = {level: index for index, level in enumerate(LEVEL_COLUMNS)}
+#: Seconds between two log lines of one cap.
+LOG_INTERVAL = 60.0
+#: What each cap's log line says was full (every cap counts what was seen within a day).
+CAP_CAUSES = {
+    "env_cap": "max_environments reached",
+    "labels_cap": "max_label_sets_per_env reached",
+    "library_cap": "max_libraries_per_env or max_libraries reached",
+    "version_cap": "max_versions_per_library or max_versions reached",
+    "importer_cap": "max_importers_per_library or max_importers reached",
+}
 #: Label sets repeat: their stored text is kept for the most recent ones.
 _labels_text = lru_cache(maxsize=10_000)(labels_text)
 
@@ -48,40 +62,70 @@ def expand_use(
     report: UseReport,
     count: int,
 ) -> str:
-    """Add ``count`` identical reports; returns the datagrams' result (``ok`` or a cap)."""
-    env_id = catalog.env_id(report.env, limits)
+    """Add ``count`` identical reports; returns the datagrams' result (``ok`` or the first
+    cap their records hit: records over a cap are left out, edges over one too)."""
+    env_id = catalog.env_id(report.env, limits, bucket)
     if env_id is None:
         return "env_cap"
-    source_id = catalog.source_id(env_id, _labels_text(report.labels), limits)
+    source_id = catalog.source_id(env_id, _labels_text(report.labels), limits, bucket)
     if source_id is None:
         return "labels_cap"
     known = catalog.env_libs[env_id]
+    # The records counted in this bucket (no cap to ask again): record → (lib, importer).
+    counted = catalog.counted.get(env_id)
+    if counted is not None and counted[0] == bucket:
+        memo = counted[1]
+    else:
+        memo = {}
+        catalog.counted[env_id] = (bucket, memo)
     libs = catalog.libs
+    known_seen = known.seen
+    live_seen = catalog.live_libs.seen
+    version_pairs = catalog.versions.pairs
     result = "ok"
     usage = pending.usage
     edges = pending.edges
     edges_get = edges.get
     for lib in report.libs:
-        lib_id = libs.get(lib.name)
-        if lib_id is None or lib_id not in known:
-            lib_id = catalog.lib_id(known, lib.name, limits)
-            if lib_id is None:
-                result = "library_cap"
+        hit = memo.get(lib)
+        if hit is not None:
+            lib_id, importer_id = hit
+        else:
+            # Its library, version and importer may each be counted in this bucket already.
+            found = libs.get(lib.name)
+            if found is None or known_seen.get(found) != bucket or live_seen.get(found) != bucket:
+                found = catalog.lib_id(known, lib.name, limits, bucket)
+                if found is None:
+                    result = "library_cap" if result == "ok" else result
+                    continue
+            lib_id = found
+            pair = (env_id, lib_id)
+            versions = version_pairs.get(pair)
+            if (
+                versions is None or versions.seen.get(lib.version) != bucket
+            ) and not catalog.version(pair, lib.version, limits, bucket):
+                result = "version_cap" if result == "ok" else result
                 continue
+            importer_id = None
+            if lib.importer is None:
+                memo[lib] = (lib_id, None)
+            else:
+                importer_id = catalog.lib_id(known, lib.importer, limits, bucket)
+                if importer_id is None:
+                    result = "library_cap" if result == "ok" else result
+                elif not catalog.importer(pair, importer_id, limits, bucket):
+                    result = "importer_cap" if result == "ok" else result
+                    importer_id = None
+                else:
+                    memo[lib] = (lib_id, importer_id)
         key = (source_id, bucket, lib_id, ORIGIN_CODES[lib.origin], lib.version)
         row = usage.get(key)
         if row is None:
             row = usage[key] = [0, 0, 0, 0]
         row[_LEVEL_INDEX[lib.level]] += count
-        if lib.importer is not None:
-            importer_id = libs.get(lib.importer)
-            if importer_id is None or importer_id not in known:
-                importer_id = catalog.lib_id(known, lib.importer, limits)
-            if importer_id is None:
-                result = "library_cap"
-            else:
-                edge = (lib_id, bucket, env_id, importer_id)
-                edges[edge] = edges_get(edge, 0) + count
+        if importer_id is not None:
+            edge = (lib_id, bucket, env_id, importer_id)
+            edges[edge] = edges_get(edge, 0) + count
     if report.processes:
         pending.reports[(source_id, bucket)] += report.processes * count
     _see(pending, env_id, bucket, report.py)
@@ -138,7 +182,7 @@ def expand_inventory(
     now: float,
 ) -> str:
     """Add one inventory part; a complete inventory replaces the env's pending one."""
-    env_id = catalog.env_id(part.env, limits)
+    env_id = catalog.env_id(part.env, limits, bucket)
     if env_id is None:
         return "env_cap"
     inventory = assembler.add(part, now)
@@ -158,8 +202,9 @@ def expand_batch(
     results: Counter[str],
     bucket_width: int,
     now: float,
-) -> None:
-    """Merge one batch into ``pending``; datagrams dropped by a cap move from ``ok``."""
+) -> Counter[str]:
+    """Merge one batch into ``pending``; datagrams that hit a cap move from ``ok`` (returned:
+    the datagrams moved, by cap)."""
     moved: Counter[str] = Counter()
     for (bucket, report), count in uses.items():
         result = expand_use(pending, catalog, limits, bucket, report, count)
@@ -174,6 +219,7 @@ def expand_batch(
     for reason, count in moved.items():
         pending.results[reason] += count
         pending.results["ok"] -= count
+    return moved
 
 
 class Ingestor:
@@ -193,6 +239,9 @@ class Ingestor:
         #: across hand-overs, so they are expanded into rows once per job.
         self.uses: Uses = Counter()
         self._now = 0.0
+        #: Datagrams that hit each cap since its last log line, and when that line was.
+        self._capped: Counter[str] = Counter()
+        self._logged: dict[str, float] = {}
 
     def add(
         self, uses: Uses, inventories: list[InventoryPart], results: Counter[str], now: float
@@ -219,7 +268,7 @@ class Ingestor:
         merge_pending(self.pending, job)
 
     def _expand(self, uses: Uses, inventories: list[InventoryPart], results: Counter[str]) -> None:
-        expand_batch(
+        moved = expand_batch(
             self.pending,
             self.catalog,
             self.limits,
@@ -230,6 +279,23 @@ class Ingestor:
             self.bucket_width,
             self._now,
         )
+        if moved:
+            self._log_caps(moved)
+
+    def _log_caps(self, moved: Counter[str]) -> None:
+        """One line per cap and minute (of arrival time) at most, with the datagrams since."""
+        self._capped.update(moved)
+        for reason in moved:
+            if self._now - self._logged.get(reason, -LOG_INTERVAL) < LOG_INTERVAL:
+                continue
+            self._logged[reason] = self._now
+            log.warning(
+                "%s: %d datagrams %s (%s; at most one line a minute)",
+                reason,
+                self._capped.pop(reason),
+                "dropped" if reason in ("env_cap", "labels_cap") else "stored in part",
+                CAP_CAUSES.get(reason, "see docs/collector-storage.md"),
+            )
 
 
 def aggregate(
@@ -237,8 +303,10 @@ def aggregate(
 ) -> tuple[Uses, list[InventoryPart], Counter[str]]:
     """Decode and aggregate datagrams received in one bucket, as the receiving loop does:
     ``(uses, inventory parts, results)`` for :meth:`Ingestor.add` (the loop inlines the same
-    steps for speed)."""
+    steps for speed); identical datagrams are decoded once, signed ones each time (so the
+    decoder drops replays)."""
     seen: dict[bytes, tuple[UseReport, list[int]]] = {}
+    uses: Uses = Counter()
     results: Counter[str] = Counter()
     inventories: list[InventoryPart] = []
     for data in datagrams:
@@ -252,9 +320,11 @@ def aggregate(
         elif isinstance(decoded, InventoryPart):
             inventories.append(decoded)
             results["ok"] += 1
+        elif is_signed(data):
+            uses[(bucket, decoded)] += 1
+            results["ok"] += 1
         else:
             seen[data] = (decoded, [1])
-    uses: Uses = Counter()
     for report, (count,) in seen.values():
         uses[(bucket, report)] += count
         results["ok"] += count

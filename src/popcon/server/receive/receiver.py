@@ -2,9 +2,10 @@
 20-25k datagrams/s here), decode, aggregate, count, hand jobs to the writer.
 
 Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed by the
-datagram's bytes (identical datagrams within an interval are counted, not decoded again),
-else decode (line caches make repeated lines cheap). Every ``handoff_interval`` seconds (and at
-each bucket edge) the interval's reports are counted into the pending rows
+datagram's bytes (identical datagrams within an interval are counted, not decoded again;
+signed ones excepted, so the decoder sees and drops every replay), else decode (line caches
+make repeated lines cheap). Every ``handoff_interval`` seconds (and at each bucket edge) the
+interval's reports are counted into the pending rows
 (:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps); at most every ``commit_interval``
 the pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one job, and a job
 the writer gave back is merged into the next one. Calls go one way: the receiver calls the
@@ -30,11 +31,11 @@ from collections import Counter
 from typing import Any, Callable, Union
 
 from popcon.protocol import DEFAULT_COLLECTOR_PORT, MAX_DATAGRAM
-from popcon.protocol.decode import Decoder, make_decoder
+from popcon.protocol.decode import Decoder, is_signed, make_decoder
 from popcon.protocol.records import InventoryPart, UseReport
 from popcon.server.receive.ingest import Ingestor, Uses, aggregate
 from popcon.server.storage.schema import StoreSettings
-from popcon.server.storage.writer import Writer
+from popcon.server.storage.writer import Writer, job_rows
 
 log = logging.getLogger("popcon.server.receive.receiver")
 
@@ -147,10 +148,11 @@ class Receiver:
         self._hurry.set()
         return self._handed.wait(timeout)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop receiving and hand the last job to the writer."""
+    def stop(self, timeout: float = 5.0) -> int:
+        """Stop receiving and hand the last job to the writer; returns the rows it could not
+        hand over (0 when the writer took everything)."""
         if self._thread is None:
-            return
+            return 0
         self._stopping = True
         self._thread.join(timeout)
         self._thread = None
@@ -162,7 +164,9 @@ class Receiver:
             self._ingestor.give_back(returned)
         job = self._ingestor.take_job()
         if job is not None and not self.writer.submit(job, timeout=timeout):
-            log.error("writer queue full at stop: %d rows not written", job.size())
+            log.error("writer queue full at stop: %d rows not written", job_rows(job))
+            return job_rows(job)
+        return 0
 
     def _run(self) -> None:
         while not self._stopping:
@@ -268,7 +272,7 @@ class Receiver:
                         results["ok"] += 1
                     else:
                         results["overload"] += 1
-                elif dedupe:
+                elif dedupe and not is_signed(data):
                     seen[data] = [decoded, 1]
                 else:
                     key = (bucket, decoded)
@@ -293,8 +297,10 @@ class Collector:
     """A :class:`Writer` and a :class:`Receiver` on one database, started and stopped together.
 
     ``Collector(db_path, ("127.0.0.1", 8137), settings, key=b"...")``; ``start()`` raises if
-    the database or the address cannot be used; ``stop()`` receives no more, writes what is
-    pending, closes.
+    the database or the address cannot be used
+    (:class:`~popcon.server.storage.lock.DatabaseInUse` when another collector writes to
+    that database); ``stop()`` receives no more, writes what is pending, closes, and
+    returns the rows it could not write (0 when everything received is in the database).
     """
 
     def __init__(
@@ -313,7 +319,7 @@ class Collector:
         self.receiver = Receiver(
             self.writer,
             address,
-            decoder=make_decoder(key or None, statsd_prefix, statsd_env),
+            decoder=make_decoder(key or None, statsd_prefix, statsd_env, clock=clock),
             clock=clock,
             handoff_interval=handoff_interval,
         )
@@ -343,6 +349,6 @@ class Collector:
             time.sleep(0.05)
         return False
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self.receiver.stop()
-        self.writer.stop(timeout)
+    def stop(self, timeout: float = 10.0) -> int:
+        unwritten = self.receiver.stop()
+        return unwritten + self.writer.stop(timeout)

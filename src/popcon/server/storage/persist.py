@@ -15,8 +15,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from typing import TypeVar
 
-from popcon.server.storage.rows import Catalog, Pending
+from popcon.server.storage.rows import (
+    Capped,
+    Catalog,
+    EnvLibraries,
+    Pair,
+    PairCaps,
+    Pending,
+)
 from popcon.server.storage.schema import LEVEL_COLUMNS, Tier
 
 _SUMS = "SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
@@ -71,6 +79,19 @@ def _write_catalog(conn: sqlite3.Connection, job: Pending) -> None:
     conn.executemany(
         "UPDATE sources SET last_seen = max(last_seen, ?) WHERE id = ?",
         [(seen, source_id) for source_id, seen in job.source_seen.items()],
+    )
+
+
+def _forget_released(conn: sqlite3.Connection, job: Pending) -> None:
+    """Delete the all-time totals of what the caps released (their buckets stay until each
+    tier's keep): an environment's, a library's in an environment, a version's."""
+    for table in ("total_usage", "total_versions", "total_reports"):
+        conn.executemany(f"DELETE FROM {table} WHERE env_id = ?", [(e,) for e in job.released_envs])
+    for table in ("total_usage", "total_versions"):
+        conn.executemany(f"DELETE FROM {table} WHERE env_id = ? AND lib_id = ?", job.released_pairs)
+    conn.executemany(
+        "DELETE FROM total_versions WHERE env_id = ? AND lib_id = ? AND version = ?",
+        [(e, lib, version) for (e, lib), version in job.released_versions],
     )
 
 
@@ -257,6 +278,7 @@ def write_job(
     conn.execute("BEGIN IMMEDIATE")
     try:
         _write_catalog(conn, job)
+        _forget_released(conn, job)
         if _write_tier0(conn, job, rolled_until, use_json):
             _derive(conn, tiers, 0, rolled_until, "late_usage", "late_edges", "late_reports")
         _write_inventories(conn, job)
@@ -342,26 +364,49 @@ def sweep(
 
 
 def load_catalog(conn: sqlite3.Connection) -> Catalog:
-    """Ids and admitted names from the database, so caps hold across restarts."""
+    """Ids and names from the database, and what counts toward the caps with the last
+    bucket it was seen in (the all-time totals and the tier-0 rows not rolled up yet; for
+    importers, the tier-0 edges), so caps and their releases hold across restarts."""
     catalog = Catalog()
-    for env_id, name in conn.execute("SELECT id, name FROM envs"):
+    live_rows = (
+        "FROM usage_by_source u JOIN sources s ON s.id = u.source_id WHERE u.tier = 0 "
+        "AND u.bucket >= COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
+        "WHERE key = 'rolled_until'), 0)"
+    )
+    for env_id, name, last_seen in conn.execute("SELECT id, name, last_seen FROM envs"):
         catalog.envs[name] = env_id
-        catalog.label_sets[env_id] = 0
-        catalog.env_libs[env_id] = set()
-    for source_id, env_id, labels in conn.execute("SELECT id, env_id, labels FROM sources"):
+        catalog.live_envs.seen[env_id] = last_seen
+        catalog.label_sets[env_id] = Capped()
+        catalog.env_libs[env_id] = EnvLibraries(env_id)
+    for source_id, env_id, labels, last_seen in conn.execute(
+        "SELECT id, env_id, labels, last_seen FROM sources"
+    ):
         catalog.sources[(env_id, labels)] = source_id
-        catalog.label_sets[env_id] += 1
+        catalog.label_sets[env_id].seen[source_id] = last_seen
     catalog.libs.update(
         (name, lib_id) for lib_id, name in conn.execute("SELECT id, name FROM libs")
     )
-    for env_id, lib_id in conn.execute(
-        "SELECT DISTINCT env_id, lib_id FROM total_usage "
-        "UNION SELECT DISTINCT env_id, importer_id FROM edges "
-        "UNION SELECT DISTINCT s.env_id, u.lib_id FROM usage_by_source u "
-        "JOIN sources s ON s.id = u.source_id WHERE u.tier = 0 AND u.bucket >= "
-        "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rolled_until'), 0)"
+    for env_id, lib_id, last in conn.execute(
+        "SELECT env_id, lib_id, MAX(last) FROM (SELECT env_id, lib_id, last_seen AS last "
+        "FROM total_usage UNION ALL SELECT env_id, importer_id, MAX(bucket) FROM edges "
+        "GROUP BY env_id, importer_id UNION ALL SELECT s.env_id, u.lib_id, MAX(u.bucket) "
+        f"{live_rows} GROUP BY s.env_id, u.lib_id) GROUP BY env_id, lib_id"
     ):
-        catalog.env_libs[env_id].add(lib_id)
+        if env_id in catalog.env_libs:
+            catalog.env_libs[env_id].see(lib_id, last)
+            catalog.live_libs.see(lib_id, last)
+    for env_id, lib_id, version, last in conn.execute(
+        "SELECT env_id, lib_id, version, MAX(last) FROM (SELECT env_id, lib_id, version, "
+        "last_seen AS last FROM total_versions UNION ALL SELECT s.env_id, u.lib_id, u.version, "
+        f"MAX(u.bucket) {live_rows} GROUP BY s.env_id, u.lib_id, u.version) "
+        "GROUP BY env_id, lib_id, version"
+    ):
+        _load_pair(catalog.versions, (env_id, lib_id), version, last)
+    for env_id, lib_id, importer_id, last in conn.execute(
+        "SELECT env_id, lib_id, importer_id, MAX(bucket) FROM edges WHERE tier = 0 "
+        "GROUP BY env_id, lib_id, importer_id"
+    ):
+        _load_pair(catalog.importers, (env_id, lib_id), importer_id, last)
     for table, attribute in (
         ("envs", "next_env"),
         ("sources", "next_source"),
@@ -370,3 +415,16 @@ def load_catalog(conn: sqlite3.Connection) -> Catalog:
         (top,) = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
         setattr(catalog, attribute, top + 1)
     return catalog
+
+
+K = TypeVar("K")
+
+
+def _load_pair(caps: PairCaps[K], pair: Pair, key: K, last: int) -> None:
+    """Count ``key`` (seen last in bucket ``last``) under ``pair`` as loaded."""
+    capped = caps.pairs.get(pair)
+    if capped is None:
+        capped = caps.pairs[pair] = Capped()
+    elif key not in capped:
+        caps.extra += 1
+    capped.see(key, last)

@@ -3,17 +3,22 @@
 The collector is the only writer of its database, so it assigns the ids of environments,
 label sets ("sources") and library names itself, in a :class:`Catalog` that the writer loads
 from the database at start (``persist.load_catalog``) and hands to the receiving side, which
-assigns ids in it from then on. The catalog enforces the caps (:class:`Limits`), so the rows
-pending are bounded by the caps times the buckets spanned, however much junk arrives and
-however long the database is unavailable. New names travel with the first job that uses them
-(``Pending.new_*``); a job the writer could not write is merged into a later one
-(:func:`merge_pending`), so nothing is lost or doubled. Plain data: no SQL, no threads.
+assigns ids in it from then on. The catalog enforces the caps (:class:`Limits`) on what was
+seen within the last day (:class:`Capped`: a name, version or importer unseen for
+:data:`RELEASE_AFTER` gives its place to a new one), so the rows pending are bounded by the
+caps times the buckets spanned, however much junk arrives and however long the database is
+unavailable, and junk holds no place for longer than a day. New names travel with the first
+job that uses them (``Pending.new_*``), and what was released with the next one
+(``Pending.released_*``: its all-time totals are deleted); a job the writer could not write
+is merged into a later one (:func:`merge_pending`), so nothing is lost or doubled. Plain data:
+no SQL, no threads.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from popcon.server.storage.schema import StoreSettings
 
@@ -23,16 +28,31 @@ UsageKey = tuple[int, int, int, int, str]
 EdgeKey = tuple[int, int, int, int]
 #: (source id, bucket)
 ReportKey = tuple[int, int]
+#: (env id, library id)
+Pair = tuple[int, int]
+
+K = TypeVar("K")
+
+#: Seconds (of arrival time) after which a name, a version or an importer no longer seen
+#: counts toward no cap: a full cap then gives its place to a new one.
+RELEASE_AFTER = 23 * 3600
+#: A full cap looks for what it can release at most this often (so a flood of new names
+#: costs no scan per datagram); with :data:`RELEASE_AFTER`, junk holds a place a day at most.
+RELEASE_CHECK = 600
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The caps on names (see :class:`~popcon.server.storage.schema.StoreSettings`)."""
+    """The caps (see :class:`~popcon.server.storage.schema.StoreSettings`)."""
 
     max_environments: int
     max_label_sets_per_env: int
     max_libraries_per_env: int
     max_libraries: int
+    max_versions_per_library: int = 32
+    max_importers_per_library: int = 1000
+    max_versions: int = 100_000
+    max_importers: int = 100_000
 
     @classmethod
     def of(cls, settings: StoreSettings) -> Limits:
@@ -41,20 +61,149 @@ class Limits:
             settings.max_label_sets_per_env,
             settings.max_libraries_per_env,
             settings.max_libraries,
+            settings.max_versions_per_library,
+            settings.max_importers_per_library,
+            settings.max_versions,
+            settings.max_importers,
         )
+
+
+class Capped(Generic[K]):
+    """What counts toward one cap: each key with the last bucket it was seen in (``seen``).
+
+    :meth:`make_room` is asked before a key is added when the cap may be full: it releases
+    the keys unseen for :data:`RELEASE_AFTER` (at most once per :data:`RELEASE_CHECK`) and
+    says whether there is room.
+    """
+
+    __slots__ = ("_checked", "seen")
+
+    def __init__(self) -> None:
+        self.seen: dict[K, int] = {}
+        self._checked = -RELEASE_CHECK
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.seen
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def see(self, key: K, bucket: int) -> None:
+        if self.seen.get(key, bucket) <= bucket:
+            self.seen[key] = bucket
+
+    def make_room(self, bucket: int, cap: int, released: list[K]) -> bool:
+        """Whether one more key fits under ``cap``; keys released for it go to ``released``."""
+        if len(self.seen) < cap:
+            return True
+        self.release(bucket, released)
+        return len(self.seen) < cap
+
+    def release(self, bucket: int, released: list[K], *, force: bool = False) -> None:
+        """Take out the keys unseen for :data:`RELEASE_AFTER` (unless checked lately)."""
+        if not force and bucket < self._checked + RELEASE_CHECK:
+            return
+        self._checked = bucket
+        stale = [key for key, last in self.seen.items() if last < bucket - RELEASE_AFTER]
+        for key in stale:
+            del self.seen[key]
+        released.extend(stale)
+
+
+class EnvLibraries(Capped[int]):
+    """The library ids an environment counts (toward ``max_libraries_per_env``)."""
+
+    __slots__ = ("env_id",)
+
+    def __init__(self, env_id: int) -> None:
+        super().__init__()
+        self.env_id = env_id
+
+
+class PairCaps(Generic[K]):
+    """Versions or importers of each library in each environment: the first of a pair is
+    always kept, more count toward a cap per pair and a pool shared by all pairs."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[Pair, Capped[K]] = {}
+        #: Keys beyond the first of their pair, over all pairs (what the pool holds).
+        self.extra = 0
+        self._checked = -RELEASE_CHECK
+
+    def admit(
+        self, pair: Pair, key: K, bucket: int, cap: int, pool: int, released: list[tuple[Pair, K]]
+    ) -> bool:
+        """Whether ``key`` of ``pair`` is counted (seen now); what was released for it goes
+        to ``released``."""
+        capped = self.pairs.get(pair)
+        if capped is None:
+            capped = self.pairs[pair] = Capped()
+            capped.seen[key] = bucket
+            return True
+        seen = capped.seen
+        last = seen.get(key)
+        if last is not None:
+            if last < bucket:
+                seen[key] = bucket
+            return True
+        if self.extra >= pool:
+            self._release_all(bucket, released)
+        gone: list[K] = []
+        before = len(seen)
+        room = capped.make_room(bucket, cap, gone)
+        released.extend((pair, k) for k in gone)
+        self.extra -= max(before - 1, 0) - max(len(seen) - 1, 0)
+        if not room or (seen and self.extra >= pool):
+            return False
+        self.extra += 1 if seen else 0
+        seen[key] = bucket
+        return True
+
+    def drop(self, pair: Pair) -> None:
+        """Forget a pair (its library was released from its environment)."""
+        capped = self.pairs.pop(pair, None)
+        if capped is not None:
+            self.extra -= max(len(capped) - 1, 0)
+
+    def _release_all(self, bucket: int, released: list[tuple[Pair, K]]) -> None:
+        if bucket < self._checked + RELEASE_CHECK:
+            return
+        self._checked = bucket
+        for pair, capped in list(self.pairs.items()):
+            before = len(capped)
+            gone: list[K] = []
+            capped.release(bucket, gone, force=True)
+            if gone:
+                released.extend((pair, k) for k in gone)
+                self.extra -= max(before - 1, 0) - max(len(capped) - 1, 0)
+                if not capped.seen:
+                    del self.pairs[pair]
 
 
 @dataclass
 class Catalog:
-    """Ids of names, what each environment already counts (for the caps), and the names
-    assigned an id but not yet handed to a job (``new_*``, see :meth:`take_new`)."""
+    """Ids of names (every name of the database, released or not), what counts toward each
+    cap (seen within :data:`RELEASE_AFTER`), the names assigned an id but not yet handed to a
+    job (``new_*``) and what was released since (``released_*``; see :meth:`take_new`).
+
+    The ``bucket`` of the calls is the arrival time's bucket: what was seen then counts."""
 
     envs: dict[str, int] = field(default_factory=dict)
     sources: dict[tuple[int, str], int] = field(default_factory=dict)
     libs: dict[str, int] = field(default_factory=dict)
-    #: env id → number of label sets; env id → admitted library ids
-    label_sets: dict[int, int] = field(default_factory=dict)
-    env_libs: dict[int, set[int]] = field(default_factory=dict)
+    #: What counts toward the caps: environments; env id → label sets; libraries (all
+    #: environments); env id → libraries; versions and importers of each (env, library).
+    live_envs: Capped[int] = field(default_factory=Capped)
+    label_sets: dict[int, Capped[int]] = field(default_factory=dict)
+    live_libs: Capped[int] = field(default_factory=Capped)
+    env_libs: dict[int, EnvLibraries] = field(default_factory=dict)
+    versions: PairCaps[str] = field(default_factory=PairCaps)
+    importers: PairCaps[int] = field(default_factory=PairCaps)
+    #: env id → (bucket, {record: (library id, importer id)}): the records the receiving
+    #: side counted in that bucket without a cap (so it need not ask again in it).
+    counted: dict[int, tuple[int, dict[object, tuple[int, int | None]]]] = field(
+        default_factory=dict
+    )
     next_env: int = 1
     next_source: int = 1
     next_lib: int = 1
@@ -62,58 +211,133 @@ class Catalog:
     new_envs: list[tuple[int, str]] = field(default_factory=list)
     new_sources: list[tuple[int, int, str]] = field(default_factory=list)
     new_libs: list[tuple[int, str]] = field(default_factory=list)
+    #: Released since the last :meth:`take_new`: environments, (env, library), versions.
+    released_envs: list[int] = field(default_factory=list)
+    released_pairs: list[Pair] = field(default_factory=list)
+    released_versions: list[tuple[Pair, str]] = field(default_factory=list)
 
-    def env_id(self, name: str, limits: Limits) -> int | None:
-        """The id of environment ``name``; None when it is new and the cap is reached."""
+    def env_id(self, name: str, limits: Limits, bucket: int = 0) -> int | None:
+        """The id of environment ``name``; None when it does not count yet and the cap of
+        environments seen within a day is reached."""
         env_id = self.envs.get(name)
+        live = self.live_envs
         if env_id is not None:
-            return env_id
-        if len(self.envs) >= limits.max_environments:
+            last = live.seen.get(env_id)
+            if last is not None:
+                if last < bucket:
+                    live.seen[env_id] = bucket
+                return env_id
+        gone: list[int] = []
+        room = live.make_room(bucket, limits.max_environments, gone)
+        for old in gone:
+            self._release_env(old)
+        if not room:
             return None
-        env_id = self.envs[name] = self.next_env
-        self.next_env += 1
-        self.label_sets[env_id] = 0
-        self.env_libs[env_id] = set()
-        self.new_envs.append((env_id, name))
+        if env_id is None:
+            env_id = self.envs[name] = self.next_env
+            self.next_env += 1
+            self.new_envs.append((env_id, name))
+        live.seen[env_id] = bucket
+        self.label_sets[env_id] = Capped()
+        self.env_libs[env_id] = EnvLibraries(env_id)
         return env_id
 
-    def source_id(self, env_id: int, labels: str, limits: Limits) -> int | None:
+    def source_id(self, env_id: int, labels: str, limits: Limits, bucket: int = 0) -> int | None:
         """The id of the label set ``labels`` (stored text) of an environment, or None."""
         source_id = self.sources.get((env_id, labels))
+        live = self.label_sets[env_id]
         if source_id is not None:
-            return source_id
-        if self.label_sets[env_id] >= limits.max_label_sets_per_env:
+            last = live.seen.get(source_id)
+            if last is not None:
+                if last < bucket:
+                    live.seen[source_id] = bucket
+                return source_id
+        if not live.make_room(bucket, limits.max_label_sets_per_env, []):
             return None
-        source_id = self.sources[(env_id, labels)] = self.next_source
-        self.next_source += 1
-        self.label_sets[env_id] += 1
-        self.new_sources.append((source_id, env_id, labels))
+        if source_id is None:
+            source_id = self.sources[(env_id, labels)] = self.next_source
+            self.next_source += 1
+            self.new_sources.append((source_id, env_id, labels))
+        live.seen[source_id] = bucket
         return source_id
 
-    def lib_id(self, known: set[int], name: str, limits: Limits) -> int | None:
-        """The id of library ``name`` if the environment whose set is ``known`` may count it."""
+    def lib_id(self, known: EnvLibraries, name: str, limits: Limits, bucket: int = 0) -> int | None:
+        """The id of library ``name`` if the environment whose libraries are ``known`` may
+        count it (seen now), else None."""
         lib_id = self.libs.get(name)
-        if lib_id is not None and lib_id in known:
-            return lib_id
-        if len(known) >= limits.max_libraries_per_env:
-            return None
-        if lib_id is None:
-            if len(self.libs) >= limits.max_libraries:
+        live = self.live_libs
+        if lib_id is not None:
+            in_env, anywhere = known.seen.get(lib_id), live.seen.get(lib_id)
+            if in_env is not None and anywhere is not None:
+                if in_env < bucket:
+                    known.seen[lib_id] = bucket
+                if anywhere < bucket:
+                    live.seen[lib_id] = bucket
+                return lib_id
+        if lib_id is None or lib_id not in known.seen:
+            gone: list[int] = []
+            room = known.make_room(bucket, limits.max_libraries_per_env, gone)
+            for old in gone:
+                self._release_pair((known.env_id, old))
+            if not room:
                 return None
-            lib_id = self.libs[name] = self.next_lib
-            self.next_lib += 1
-            self.new_libs.append((lib_id, name))
-        known.add(lib_id)
+        if lib_id is None or lib_id not in live:
+            if not live.make_room(bucket, limits.max_libraries, []):
+                return None
+            if lib_id is None:
+                lib_id = self.libs[name] = self.next_lib
+                self.next_lib += 1
+                self.new_libs.append((lib_id, name))
+        live.see(lib_id, bucket)
+        known.see(lib_id, bucket)
         return lib_id
 
+    def version(self, pair: Pair, version: str, limits: Limits, bucket: int = 0) -> bool:
+        """Whether ``version`` of a library in an environment is counted (seen now)."""
+        return self.versions.admit(
+            pair,
+            version,
+            bucket,
+            limits.max_versions_per_library,
+            limits.max_versions,
+            self.released_versions,
+        )
+
+    def importer(self, pair: Pair, importer_id: int, limits: Limits, bucket: int = 0) -> bool:
+        """Whether the edge from ``importer_id`` to a library in an environment is counted."""
+        return self.importers.admit(
+            pair, importer_id, bucket, limits.max_importers_per_library, limits.max_importers, []
+        )
+
+    def _release_pair(self, pair: Pair) -> None:
+        self.versions.drop(pair)
+        self.importers.drop(pair)
+        self.released_pairs.append(pair)
+
+    def _release_env(self, env_id: int) -> None:
+        self.counted.pop(env_id, None)
+        self.label_sets.pop(env_id, None)
+        known = self.env_libs.pop(env_id, None)
+        for lib_id in known.seen if known is not None else ():
+            self.versions.drop((env_id, lib_id))
+            self.importers.drop((env_id, lib_id))
+        self.released_envs.append(env_id)
+
     def take_new(self, pending: Pending) -> None:
-        """Move the names given an id since the last call into ``pending``."""
+        """Move the names given an id and what was released since the last call into
+        ``pending``."""
         pending.new_envs.extend(self.new_envs)
         pending.new_sources.extend(self.new_sources)
         pending.new_libs.extend(self.new_libs)
+        pending.released_envs.extend(self.released_envs)
+        pending.released_pairs.extend(self.released_pairs)
+        pending.released_versions.extend(self.released_versions)
         self.new_envs = []
         self.new_sources = []
         self.new_libs = []
+        self.released_envs = []
+        self.released_pairs = []
+        self.released_versions = []
 
 
 @dataclass
@@ -139,6 +363,11 @@ class Pending:
     new_envs: list[tuple[int, str]] = field(default_factory=list)
     new_sources: list[tuple[int, int, str]] = field(default_factory=list)
     new_libs: list[tuple[int, str]] = field(default_factory=list)
+    #: Released from the caps (their all-time totals are deleted): environments, libraries
+    #: of an environment, versions of a library in an environment.
+    released_envs: list[int] = field(default_factory=list)
+    released_pairs: list[Pair] = field(default_factory=list)
+    released_versions: list[tuple[Pair, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -148,6 +377,9 @@ class Pending:
             or self.env_seen
             or self.inventories
             or self.new_envs
+            or self.released_envs
+            or self.released_pairs
+            or self.released_versions
             or any(self.results.values())
         )
 
@@ -182,3 +414,6 @@ def merge_pending(into: Pending, other: Pending) -> None:
     into.new_envs[:0] = other.new_envs
     into.new_sources[:0] = other.new_sources
     into.new_libs[:0] = other.new_libs
+    into.released_envs[:0] = other.released_envs
+    into.released_pairs[:0] = other.released_pairs
+    into.released_versions[:0] = other.released_versions

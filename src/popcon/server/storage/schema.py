@@ -26,9 +26,16 @@ LEVEL_COLUMNS = (*LEVELS, UNKNOWN)
 ORIGIN_CODES = {origin: code for code, origin in enumerate((*ORIGINS, UNKNOWN))}
 #: Results the store adds to the decoder's: a datagram dropped (``env_cap``, ``labels_cap``,
 #: ``overload``: more inventory parts in half a second than the receiver keeps) or stored
-#: without the libraries over the cap
-#: (``library_cap``).
-STORE_REJECTIONS = ("env_cap", "labels_cap", "library_cap", "overload")
+#: without the records over a cap (``library_cap``, ``version_cap``) or the importer edges
+#: over one (``importer_cap``).
+STORE_REJECTIONS = (
+    "env_cap",
+    "labels_cap",
+    "library_cap",
+    "version_cap",
+    "importer_cap",
+    "overload",
+)
 #: Every value of ``popcon_datagrams_total{result}``.
 RESULT_REASONS = ("ok", *REJECTIONS, *STORE_REJECTIONS)
 
@@ -75,6 +82,12 @@ class StoreSettings:
     max_label_sets_per_env: int = 64
     max_libraries_per_env: int = 5000
     max_libraries: int = 50_000
+    #: Versions, and importers, of one library in one environment seen within a day (the
+    #: first is always kept), and those beyond the first over all of them.
+    max_versions_per_library: int = 32
+    max_importers_per_library: int = 1000
+    max_versions: int = 100_000
+    max_importers: int = 100_000
     #: Seconds between two commits while data arrives (at most 1 s, so a SIGKILL loses <= 2 s:
     #: the receiver hands over every 0.5 s).
     commit_interval: float = 1.0
@@ -114,6 +127,10 @@ class StoreSettings:
             "max_label_sets_per_env",
             "max_libraries_per_env",
             "max_libraries",
+            "max_versions_per_library",
+            "max_importers_per_library",
+            "max_versions",
+            "max_importers",
             "max_pending_inventories",
             "queue_size",
         ):
@@ -216,6 +233,8 @@ def connect_writer(
     Raises ``ValueError`` when the database was created with other bucket widths (they cannot
     change afterwards; keeps and caps can), ``sqlite3.Error``/``OSError`` when it cannot be
     opened. ``now`` starts ``rolled_until`` of a new database (default: the current time).
+    It takes no lock of its own: the collector's writer holds the database's lock
+    (:class:`~popcon.server.storage.lock.WriterLock`) before it calls this.
     """
     settings = settings or StoreSettings()
     settings.check()
@@ -232,7 +251,7 @@ def connect_writer(
         tiers = settings.resolved_tiers()
         row = conn.execute("SELECT value FROM meta WHERE key = 'tiers'").fetchone()
         if row is not None:
-            stored = [Tier(int(w), int(k)) for w, k in json.loads(row[0])]
+            stored = read_tiers(conn)
             if [t.width for t in stored] != [t.width for t in tiers]:
                 raise ValueError(
                     f"bucket widths: the database at {path} was created with tiers "
@@ -259,12 +278,28 @@ def connect_writer(
     return conn
 
 
+def _whole_seconds(value: object) -> bool:
+    return type(value) is int and value > 0
+
+
 def read_tiers(conn: sqlite3.Connection) -> tuple[Tier, ...]:
-    """The tiers a database was created with (finest first)."""
+    """The tiers a database was created with (finest first); ``sqlite3.DatabaseError`` when
+    the stored value is not a list of ``[width, keep]`` pairs of whole seconds, each width a
+    multiple of the finer one."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'tiers'").fetchone()
     if row is None:
         return default_tiers()
-    return tuple(Tier(int(w), int(k)) for w, k in json.loads(row[0]))
+    try:
+        tiers = tuple(Tier(w, k) for w, k in json.loads(row[0]))
+    except (ValueError, TypeError, RecursionError):  # not JSON, or not a list of pairs
+        tiers = ()
+    if not (
+        tiers
+        and all(_whole_seconds(t.width) and _whole_seconds(t.keep) for t in tiers)
+        and all(b.width > a.width and b.width % a.width == 0 for a, b in zip(tiers, tiers[1:]))
+    ):
+        raise sqlite3.DatabaseError(f"corrupt meta value 'tiers': {str(row[0])[:60]!r}")
+    return tiers
 
 
 def integrity_check(path: Union[str, os.PathLike[str]]) -> str:

@@ -17,7 +17,10 @@ Design (details and figures in ``docs/collector-storage.md``):
   stored, so Prometheus counters built from them are monotonic across restarts.
 - A locked database or a full disk is logged and retried with back-off; the job comes back
   (:meth:`Writer.take_returned`) to be merged into the next one. Nothing in the writer thread
-  ends it but :meth:`Writer.stop`.
+  ends it but :meth:`Writer.stop`, which says how many rows it could not write.
+- One writer per database: a :class:`~popcon.server.storage.lock.WriterLock` (``flock`` on
+  ``<database>.lock``, holding the pid) is taken before the database is opened and dies with
+  the process that holds it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
+from popcon.server.storage.lock import WriterLock
 from popcon.server.storage.persist import (
     has_json,
     load_catalog,
@@ -65,6 +69,14 @@ def closed_until(now: float, settings: StoreSettings) -> int:
     return closed - closed % settings.bucket_width
 
 
+def job_rows(job: Pending) -> int:
+    """The rows a job writes: usage, edges and reports, inventory entries, the environments
+    and sources it marks seen, the results it counts."""
+    inventory = sum(len(versions) for _id, _at, versions in job.inventories.values())
+    seen = len(job.env_seen) + len(job.source_seen)
+    return job.size() + inventory + seen + sum(1 for count in job.results.values() if count)
+
+
 def retry_delay(failures: int) -> float:
     """Seconds to wait after ``failures`` failures in a row: 0.5 s doubling up to 30 s."""
     return min(30.0, 0.25 * 2.0**failures)
@@ -76,7 +88,8 @@ def open_store(
     """Open the database for writing (raises as
     :func:`~popcon.server.storage.schema.connect_writer`), roll up the buckets that closed
     while no collector ran, forget what the retention no longer keeps (names too: no receiving
-    side holds ids yet) and load the catalog of ids."""
+    side holds ids yet) and load the catalog of ids. The caller holds the
+    :class:`~popcon.server.storage.lock.WriterLock`."""
     conn = connect_writer(path, settings, now=now)
     try:
         tiers = settings.resolved_tiers()
@@ -97,16 +110,20 @@ class Writer:
     closed buckets up and sweeps old ones. It only runs SQL; each job is a few statements fed
     by JSON, so the GIL is free while SQLite works. Calls go one way, from the receiving side:
 
-    - ``start()`` opens the database on the calling thread (so a bad path or a database
-      created with other bucket widths raises there, see :func:`open_store`) and starts the
-      thread. The :attr:`catalog` it loaded is for the receiving side.
+    - ``start()`` takes the database's :class:`~popcon.server.storage.lock.WriterLock`
+      (raises :class:`~popcon.server.storage.lock.DatabaseInUse` when another writer holds
+      it) and opens the database on the calling thread (so a bad path or a database created
+      with other bucket widths raises there, see :func:`open_store`), then starts the thread.
+      The :attr:`catalog` it loaded is for the receiving side. The lock is held until the
+      thread ends.
     - ``submit(job)`` never blocks (False when the queue is full: the caller keeps the job and
       merges more into it); with ``timeout``, waits that long for room.
     - A job that fails (locked database, full disk) is logged and kept until
       ``take_returned()``, for the receiving side to merge into its next job; the writer then
       waits (back-off) before the next attempt.
     - ``flush(timeout)`` waits until the jobs submitted before it were handled; ``stop()``
-      writes what is queued or returned and closes.
+      writes what is queued or returned, closes, and returns how many rows it could not
+      write (0 when everything was written).
 
     ``clock`` gives the time used for roll-ups and retention (tests move it);
     :attr:`last_error` is the last failure's message, None after a success.
@@ -135,6 +152,9 @@ class Writer:
         self._stop_deadline = 0.0
         self._failures = 0
         self._retry_at = 0.0
+        self._lock = WriterLock(self.path)
+        #: The job last written, until it is written: at the end, the one not written.
+        self._in_hand: Pending | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -146,9 +166,15 @@ class Writer:
         return self._catalog
 
     def start(self) -> None:
-        conn, self._catalog = open_store(self.path, self.settings, self.clock())
+        self._lock.acquire()
+        try:
+            conn, self._catalog = open_store(self.path, self.settings, self.clock())
+        except BaseException:
+            self._lock.release()
+            raise
         self._use_json = has_json(conn)
         self._conn = conn
+        self._in_hand = None
         self._thread = threading.Thread(target=self._run, name="popcon-writer", daemon=True)
         self._thread.start()
 
@@ -186,13 +212,34 @@ class Writer:
             return False
         return marker.done.wait(timeout) and marker.ok
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> int:
+        """Write what is queued or came back, trying for ``timeout`` seconds, and close.
+        Returns the rows not written (0: everything handed to the writer is in the database)."""
         if self._thread is None:
-            return
+            return 0
         self._stop_deadline = time.monotonic() + timeout
         self._queue.put(_STOP)
-        self._thread.join(timeout + 1.0)
-        self._thread = None
+        # A last attempt may start just before the deadline and wait busy_timeout for a lock.
+        self._thread.join(timeout + self.settings.busy_timeout + 1.0)
+        thread, self._thread = self._thread, None
+        if not thread.is_alive():
+            return job_rows(self._in_hand) if self._in_hand else 0
+        unwritten = self._rows_held()
+        log.error(
+            "the writer did not stop in %.0f s: %d rows not written to %s",
+            timeout,
+            unwritten,
+            self.path,
+        )
+        return unwritten
+
+    def _rows_held(self) -> int:
+        """The rows of the jobs the writer holds (in hand, queued, returned; at most)."""
+        held = 0
+        for item in [self._in_hand, *list(self._queue.queue), *list(self._returned)]:
+            if isinstance(item, Pending):
+                held += job_rows(item)
+        return held
 
     # the thread
 
@@ -241,29 +288,35 @@ class Writer:
             if stopping and self._queue.empty():
                 self._finish(rolled_until)
                 break
-        conn.close()
+        try:
+            conn.close()
+        finally:
+            self._lock.release()
 
     def _write(self, job: Pending, rolled_until: int) -> bool:
         assert self._conn is not None
+        self._in_hand = job
         try:
             write_job(self._conn, job, self.tiers, rolled_until, use_json=self._use_json)
         except Exception as error:  # locked, full disk, I/O error: retried later
             self._failed(error, "write to")
             return False
+        self._in_hand = None
         self._failures = 0
         self.last_error = None
         return True
 
     def _finish(self, rolled_until: int) -> None:
-        """At stop: write what came back (nobody else will), until the stop deadline."""
-        job = self.take_returned()
+        """At stop: write what came back (nobody else will), until the stop deadline; what is
+        not written then stays in hand."""
+        job = self._in_hand = self.take_returned()
         while job:
             if self._write(job, rolled_until):
                 return
             if time.monotonic() >= self._stop_deadline:
                 log.error(
                     "stopped with %d rows not written to %s (last error: %s)",
-                    job.size(),
+                    job_rows(job),
                     self.path,
                     self.last_error,
                 )

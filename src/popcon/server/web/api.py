@@ -4,7 +4,7 @@ Handlers stay thin: they turn the query string into a mapping, run an
 :mod:`~popcon.server.query.answers` function on a reader thread (SQLite reads never block the
 event loop) and write JSON (:class:`~popcon.server.web.base.BaseHandler`). Who may read is
 decided by the context's API :class:`~popcon.server.web.auth.Auth`, chosen once at start-up.
-:func:`api_routes` gives the API's routes under a URL prefix; ``popcon.server.app`` serves them
+:func:`api_routes` gives the API's routes under a URL prefix; ``popcon.server.serve`` serves them
 beside the other faces'.
 """
 

@@ -4,7 +4,8 @@
   event loop;
 - :class:`ServerContext`: what every handler needs, built once at start-up (or by a test);
 - :class:`BaseHandler`: asks its :class:`~popcon.server.web.auth.Auth` in ``prepare()``, runs
-  an answer function on the reader and writes JSON, answers errors as one-line JSON;
+  an answer function on the reader and writes JSON, answers errors as one-line JSON, and
+  answers HEAD wherever it answers GET;
 - :func:`normalize_prefix`, the URL prefix every route is served under (``/`` standalone, the
   ``JUPYTERHUB_SERVICE_PREFIX`` behind a Hub), and :func:`log_request`, the access log.
 """
@@ -101,6 +102,12 @@ class BaseHandler(RequestHandler):
             self.auth.refuse(self)
             return
         self.current_user = user
+
+    async def head(self, *args: str) -> None:
+        """HEAD wherever GET is: the same status and headers; tornado leaves out the body."""
+        answered = self.get(*args)
+        if answered is not None:
+            await answered
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tornado.web import StaticFileHandler
+from tornado.web import HTTPError, StaticFileHandler
 
 from popcon import __version__
 from popcon.server.query import answers
@@ -167,6 +167,8 @@ def version_history_answer(
 
     ``{"name", "from", "until", "step", "times": [...], "versions": {version: [processes per
     slice]}, "min_count"}``; a count below ``min_count`` is "fewer than N", as in the API.
+    The versions are those the API lists for the whole window; the others are summed in
+    every slice as ``answers.OTHER_VERSIONS``, so the answer stays small.
     """
     check_known(params, (*_HISTORY_PARAMS, "token"))
     name = canonical_library(name)
@@ -177,9 +179,15 @@ def version_history_answer(
     step = int(whole["step"])
     slices = _slices(whole, step)
     history: dict[str, list[Any]] = {row["version"]: [] for row in whole["versions"]}
+    listed = set(history) - {answers.OTHER_VERSIONS}
     for index, (start, end) in enumerate(slices):
         part = answers.library_answer(
-            conn, name, _slice_params(params, start, end), now=now, min_count=min_count
+            conn,
+            name,
+            _slice_params(params, start, end),
+            now=now,
+            min_count=min_count,
+            versions=listed,
         )
         counts = {row["version"]: row["processes"] for row in (part or {}).get("versions", [])}
         for version in counts:
@@ -252,6 +260,11 @@ class VersionHistoryHandler(BaseHandler):
 
 class StaticHandler(StaticFileHandler):
     """The page's files; public (they are the same for everybody and hold no data)."""
+
+    def parse_url_path(self, url_path: str) -> str:
+        if "\x00" in url_path:  # no file has it, and os.stat would raise
+            raise HTTPError(404)
+        return super().parse_url_path(url_path)
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -15,17 +15,24 @@ another, so no counter goes down.
 Privacy: a series whose value is below ``min_count`` is left out until it reaches it (counters
 only grow, so a series never disappears once shown). ``popcon_datagrams_total`` is the
 collector's own health and is always complete.
+
+A budget, whatever arrives: a scrape holds at most :data:`MAX_SERIES` series and about
+:data:`MAX_BYTES` bytes. Per library and environment only the :data:`MAX_VERSION_SERIES`
+versions with most processes have a series; then libraries are taken by processes (most
+first, then by name) while they fit, whole. When the budget left something out, the gauge
+``popcon_metrics_truncated{part="libraries"|"versions"}`` counts it (absent otherwise).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from typing import Callable
+from typing import Callable, cast
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from popcon.protocol import UPGRADE
 from popcon.server.query import totals
@@ -62,36 +69,187 @@ METRICS = {
 }
 
 
+#: The gauge saying what the budget left out of this scrape.
+TRUNCATED = "popcon_metrics_truncated"
+TRUNCATED_HELP = (
+    "Left out of this scrape by its budget: libraries (all their series), and version series "
+    "beyond the versions with most processes per library and environment."
+)
+#: Most series in one scrape, and about the most bytes of its text.
+MAX_SERIES = 100_000
+MAX_BYTES = 10_000_000
+#: Most version series per library and environment.
+MAX_VERSION_SERIES = 20
+#: Bytes of a sample line besides its name and labels: braces, value, newline.
+_LINE_BYTES = 24
+
+
 def _family(name: str) -> CounterMetricFamily:
     documentation, labels = METRICS[name]
     return CounterMetricFamily(name, documentation, labels=list(labels))
 
 
-def collect_families(conn: sqlite3.Connection, min_count: int) -> list[Metric]:
-    """The metric families from the totals in the database (a plain function, for tests)."""
-    processes = _family("popcon_library_processes")
-    upgrades = _family("popcon_library_upgrades")
+def _cost(text: str) -> int:
+    """Bytes a label value takes in a sample line, escaped."""
+    return len(text.encode()) + text.count("\\") + text.count('"') + text.count("\n")
+
+
+#: Bytes of a sample line besides its label values (the longest name and label names).
+_PROCESS_LINE = len('popcon_library_processes_total{env="",level="",library=""} ') + _LINE_BYTES
+_UPGRADE_LINE = len('popcon_library_upgrades_total{env="",library=""} ') + _LINE_BYTES
+_VERSION_LINE = (
+    len('popcon_library_version_processes_total{env="",library="",version=""} ') + _LINE_BYTES
+)
+
+
+class _Library:
+    """One library's shown series, grouped for the budget."""
+
+    __slots__ = ("processes", "series", "versions")
+
+    def __init__(self) -> None:
+        self.processes = 0
+        #: (family, label values, value) of its process and upgrade series.
+        self.series: list[tuple[str, list[str], int]] = []
+        #: Per environment, (processes, version) of its shown versions.
+        self.versions: dict[str, list[tuple[int, str]]] = {}
+
+
+def _libraries(conn: sqlite3.Connection, min_count: int) -> dict[str, _Library]:
+    libraries: dict[str, _Library] = {}
     for total in totals.library_process_totals(conn):
         if is_hidden(total.records, min_count):
             continue
+        library = libraries.get(total.library) or libraries.setdefault(total.library, _Library())
         if total.level == UPGRADE:
-            upgrades.add_metric([total.library, total.env], total.records)
+            labels = [total.library, total.env]
+            library.series.append(("popcon_library_upgrades", labels, total.records))
         else:
-            processes.add_metric([total.library, total.env, total.level], total.records)
-    versions = _family("popcon_library_version_processes")
-    for version_total in totals.library_version_totals(conn):
-        if not is_hidden(version_total.processes, min_count):
-            labels = [version_total.library, version_total.version, version_total.env]
-            versions.add_metric(labels, version_total.processes)
+            labels = [total.library, total.env, total.level]
+            library.series.append(("popcon_library_processes", labels, total.records))
+            library.processes += total.records
+    for row in totals.library_version_totals(conn):
+        if not is_hidden(row.processes, min_count):
+            library = libraries.get(row.library) or libraries.setdefault(row.library, _Library())
+            library.versions.setdefault(row.env, []).append((row.processes, row.version))
+    return libraries
+
+
+def collect_families(
+    conn: sqlite3.Connection,
+    min_count: int,
+    *,
+    max_series: int = MAX_SERIES,
+    max_bytes: int = MAX_BYTES,
+) -> list[Metric]:
+    """The metric families from the totals in the database, within the budget (a plain
+    function, for tests)."""
+    used_series, used_bytes = 2, 2 * len(f'{TRUNCATED}{{part="libraries"}} ') + _LINE_BYTES
     reports = _family("popcon_reports")
     for report_total in totals.report_totals(conn):
         if not is_hidden(report_total.processes, min_count):
             reports.add_metric([report_total.env], report_total.processes)
+            used_series += 1
+            used_bytes += len('popcon_reports_total{env=""} ') + _cost(report_total.env)
     datagrams = _family("popcon_datagrams")
     counts = dict(totals.datagram_totals(conn))
     for result in sorted(set(RESULT_REASONS) | set(counts)):
         datagrams.add_metric([result], counts.get(result, 0))
-    return [processes, upgrades, versions, reports, datagrams]
+        used_series += 1
+        used_bytes += len('popcon_datagrams_total{result=""} ') + _cost(result) + _LINE_BYTES
+
+    libraries = _libraries(conn, min_count)
+    families = {
+        name: _family(name)
+        for name in (
+            "popcon_library_processes",
+            "popcon_library_upgrades",
+            "popcon_library_version_processes",
+        )
+    }
+    versions = families["popcon_library_version_processes"]
+    versions_left_out = sum(
+        max(0, len(rows) - MAX_VERSION_SERIES)
+        for library in libraries.values()
+        for rows in library.versions.values()
+    )
+    ranked = sorted(libraries, key=lambda name: (-libraries[name].processes, name))
+    costs: dict[str, int] = {}
+
+    def cost_of(text: str) -> int:
+        found = costs.get(text)
+        if found is None:
+            found = costs[text] = _cost(text)
+        return found
+
+    taken = 0
+    for name in ranked:
+        library = libraries[name]
+        kept = {
+            env: rows
+            if len(rows) <= MAX_VERSION_SERIES
+            else sorted(rows, key=lambda row: (-row[0], row[1]))[:MAX_VERSION_SERIES]
+            for env, rows in library.versions.items()
+        }
+        series = len(library.series) + sum(len(rows) for rows in kept.values())
+        name_cost = cost_of(name)
+        cost = sum(
+            name_cost + cost_of(labels[1]) + (_PROCESS_LINE if len(labels) == 3 else _UPGRADE_LINE)
+            for _, labels, _ in library.series
+        )
+        for env, rows in kept.items():
+            env_cost = cost_of(env) + name_cost + _VERSION_LINE
+            cost += sum(env_cost + cost_of(version) for _, version in rows)
+        if used_series + series > max_series or used_bytes + cost > max_bytes:
+            break
+        used_series += series
+        used_bytes += cost
+        taken += 1
+        for family, labels, value in library.series:
+            families[family].add_metric(labels, value)
+        for env, rows in kept.items():
+            for processes, version in rows:
+                versions.add_metric([name, version, env], processes)
+    collected: list[Metric] = [*families.values(), reports, datagrams]
+    if taken < len(ranked) or versions_left_out:
+        truncated = GaugeMetricFamily(TRUNCATED, TRUNCATED_HELP, labels=["part"])
+        truncated.add_metric(["libraries"], len(ranked) - taken)
+        truncated.add_metric(["versions"], versions_left_out)
+        collected.append(truncated)
+    return collected
+
+
+#: prometheus_client's number format (``5.0``, ``1.5e+06``); it has no annotations.
+_number = cast(Callable[[float], str], floatToGoString)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format, as ``generate_latest`` writes it for
+    counters and gauges, in a fraction of its time (a scrape at the budget in well under
+    a second)."""
+    out: list[str] = []
+    escaped: dict[str, str] = {}
+    numbers: dict[float, str] = {}
+    for family in registry.collect():
+        name = family.name + "_total" if family.type == "counter" else family.name
+        documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n")
+        for sample in family.samples:
+            labels = []
+            for key, value in sorted(sample.labels.items()):
+                text = escaped.get(value)
+                if text is None:
+                    text = escaped[value] = _escape(value)
+                labels.append(f'{key}="{text}"')
+            shown = numbers.get(sample.value)
+            if shown is None:
+                shown = numbers[sample.value] = _number(sample.value)
+            out.append(f"{sample.name}{{{','.join(labels)}}} {shown}\n")
+    return "".join(out).encode()
 
 
 class DatabaseCollector:
@@ -105,6 +263,7 @@ class DatabaseCollector:
         # Registration asks for the names; answering from METRICS avoids a database read.
         for name in METRICS:
             yield _family(name)
+        yield GaugeMetricFamily(TRUNCATED, TRUNCATED_HELP, labels=["part"])
 
     def collect(self) -> Iterator[Metric]:
         yield from collect_families(self._connect(), self._min_count)
@@ -124,7 +283,7 @@ class MetricsHandler(BaseHandler):
         registry = self.ctx.registry
         assert registry is not None  # metrics_routes serves /metrics only with a registry
         try:
-            body = await self.ctx.reader.run(lambda _conn: generate_latest(registry))
+            body = await self.ctx.reader.run(lambda _conn: exposition(registry))
         except (sqlite3.Error, FileNotFoundError) as error:
             self.set_status(503)
             self.set_header("Content-Type", "text/plain; charset=UTF-8")

@@ -10,10 +10,17 @@ export function offerCsv(table) {
   shown = table;
 }
 
+/** First characters that make a spreadsheet read a cell as a formula (OWASP's list). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/** `value` as a CSV cell: text that begins with a formula character gets a leading "'" (a
+ * spreadsheet then shows it as text); numbers stay numbers, whatever their sign; objects are
+ * their JSON. Quoted when it holds a quote, a comma or a line break. */
 function csvValue(value) {
   if (value === null || value === undefined) return "";
-  const text = typeof value === "object" ? JSON.stringify(value) : String(value);
-  return /[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  let text = typeof value === "object" ? JSON.stringify(value) : String(value);
+  if (typeof value !== "number" && FORMULA_START.test(text)) text = "'" + text;
+  return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
 }
 
 /** Save what is shown as NAME.csv. */

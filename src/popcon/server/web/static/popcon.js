@@ -7,7 +7,7 @@ import { api, takeTokenFromAddress } from "./api.js";
 import { destroyCharts } from "./charts.js";
 import { forgetEnvironments, listenToControls, loadEnvironments, syncControls } from "./controls.js";
 import { offerCsv } from "./csv.js";
-import { view } from "./dom.js";
+import { displayText, view } from "./dom.js";
 import { showError } from "./errors.js";
 import { currentRoute } from "./route.js";
 import { renderEnvironments } from "./view-environments.js";
@@ -31,7 +31,7 @@ async function render() {
   destroyCharts();
   offerCsv(null);
   delete view.dataset.loaded;
-  document.title = "popcon" + (route.view === "library" ? " · " + route.name : "");
+  document.title = "popcon" + (route.view === "library" ? " · " + displayText(route.name) : "");
   try {
     await loadEnvironments();
     if (!current()) return;

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { sparkline } from "./charts.js";
 import { offerCsv } from "./csv.js";
-import { el, view } from "./dom.js";
+import { displayText, el, view } from "./dom.js";
 import { filterText, share, sortValue, versionsText, windowText } from "./format.js";
 import { apiParams, href, withParams } from "./route.js";
 import { countCell, matches, shareCell, sortableTable, sortRows } from "./table.js";
@@ -85,8 +85,8 @@ export async function renderLibraries(route, current) {
       const trendCell = view.querySelector(`td[data-trend="${CSS.escape(name)}"]`);
       if (!detail || !versionsCell || !trendCell) continue;
       const text = detail.versions.map((v) => v.version).join(", ") || "–";
-      versionsCell.textContent = text;
-      versionsCell.title = versionsText(detail.versions);
+      versionsCell.textContent = displayText(text);
+      versionsCell.title = displayText(versionsText(detail.versions));
       trendCell.replaceChildren(sparkline(detail.trend, "processes of " + name + " over the window"));
     }
     view.dataset.loaded = "libraries";

@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { barChart, chartValue, COLORS } from "./charts.js";
 import { offerCsv } from "./csv.js";
-import { el, view } from "./dom.js";
+import { displayText, el, view } from "./dom.js";
 import { filterText, formatTime, isHidden, share, spanOf, windowText } from "./format.js";
 import { apiParams, href, withParams } from "./route.js";
 import { simpleTable } from "./table.js";
@@ -67,7 +67,7 @@ export async function renderLibrary(route, current) {
   ]);
   barChart(versionsCanvas, history.times.map((t) => formatTime(t, span)),
     Object.keys(history.versions).map((version, i) => ({
-      label: version, data: history.versions[version].map(chartValue),
+      label: displayText(version), data: history.versions[version].map(chartValue),
       backgroundColor: COLORS[i % COLORS.length],
     })));
   view.dataset.loaded = "library";
