@@ -109,3 +109,25 @@ def test_the_label_loads_no_openssl() -> None:
         [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == [blake2b_label("/home/alicewu/venv"), "False", "False"]
+
+
+def test_the_label_is_hashed_once_and_then_read_from_the_cache(recorder, monkeypatch, tmp_path):
+    """Loading the hash module costs more than the rest of a first send: the first process
+    keeps the label in the user's cache directory, later ones read it."""
+    core = recorder.core
+    monkeypatch.setattr(core.sys, "prefix", "/home/alicewu/venv")
+    first = core.environment_label({})
+    assert first == blake2b_label("/home/alicewu/venv")
+    (kept,) = (tmp_path / "user-cache").glob("label-*")
+    assert kept.read_text() == first
+
+    def no_hashing(prefix: str) -> str:
+        raise AssertionError("hashed again")
+
+    hashing = core.prefix_label
+    monkeypatch.setattr(core, "prefix_label", no_hashing)
+    assert core.environment_label({}) == first
+    kept.write_text("env:not-a-label")  # a damaged file is not believed
+    monkeypatch.setattr(core, "prefix_label", hashing)
+    assert core.environment_label({}) == first
+    assert kept.read_text() == first

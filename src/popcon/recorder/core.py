@@ -616,9 +616,45 @@ def environment_label(environ):
         if label:
             break
     else:
-        label = prefix_label(sys.prefix)
+        label = default_label()
     label = "".join(c for c in label if c.isprintable())[:MAX_ENV_LABEL].strip()
     return label or "unknown"
+
+
+def default_label():
+    # type: () -> str
+    # ``prefix_label(sys.prefix)``, kept in a file so that loading the hash module (0.5 M
+    # instructions, more than the rest of a first send) is paid once per environment and
+    # user, not by every process: in ``popcon-cache`` beside a site directory (shared by every
+    # user, written by the first process that may), else in the user's cache directory.
+    name = "label-" + path_key(sys.prefix)
+    shared = [
+        os.path.join(site_path, "popcon-cache", name)
+        for site_path, _mtime in (_map.stamps if _map is not None else ())
+    ]
+    cache = cache_directory()
+    own = [os.path.join(cache, name)] if cache else []
+    for path in shared + own:
+        try:
+            with open(path, "rb") as stream:
+                text = stream.read(32).decode("ascii")
+        except (OSError, UnicodeError):
+            continue
+        if len(text) == 16 and text[:4] == "env:" and all(c in _HEX for c in text[4:]):
+            return text
+    label = prefix_label(sys.prefix)
+    writable = [path for path in shared if os.access(os.path.dirname(path), os.W_OK)] + own
+    try:
+        write = sibling("rare").write_atomically
+        for path in writable:
+            if write(path, label.encode("ascii")):
+                break
+    except Exception:
+        pass  # not kept: the next process computes it again
+    return label
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def prefix_label(prefix):
