@@ -1,5 +1,6 @@
 """The caps under floods: every stored dimension bounded (rows counted in SQLite), each cap hit
-counted and logged at most once a minute, and junk holding no place for more than a day."""
+counted and logged at most once a minute, real names that report after a flood counted (the
+reserves beyond full caps), and junk holding no place for more than a day."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import time
 
 from collectors import ingest
 from datagrams import use_datagram
-from timing import DAY, HOUR
+from timing import DAY, HOUR, MINUTE
 
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.totals import datagram_totals
 from popcon.server.storage.persist import read_rolled_until
+from popcon.server.storage.rows import PROMOTE_BURST
 from popcon.server.storage.schema import StoreSettings
 
 
@@ -119,7 +121,8 @@ def test_a_flood_of_unique_importers_keeps_a_bounded_number_per_library_and_envi
     assert _rows(writer, "SELECT SUM(transitive) FROM usage_by_source WHERE tier = 0") == 550
 
 
-def _flood_filling_the_caps(writer, moment: float) -> None:
+def _flood_filling_the_caps(writer, moment: float, copies: int = 1) -> None:
+    """The first names fill the caps; the rest, each sent ``copies`` times, are refused."""
     real = [(moment, use_datagram("real", [("numpy", "1.0", "direct", "env")]))]
     junk_envs = [
         (moment, use_datagram(f"junk-env-{i}", [("numpy", "1.0", "direct", "env")]))
@@ -132,7 +135,9 @@ def _flood_filling_the_caps(writer, moment: float) -> None:
         (moment, use_datagram("real", [("numpy", "1.0", "direct", "env")], labels=[("k", str(i))]))
         for i in range(50)
     ]
-    ingest(writer, real + junk_envs + junk_libs + junk_labels)
+    ingest(
+        writer, real + [junk for junk in junk_envs + junk_libs + junk_labels for _ in range(copies)]
+    )
 
 
 SMALL = StoreSettings(
@@ -142,60 +147,107 @@ SCIPY_NOTEBOOK = "quay.io/jupyter/scipy-notebook:2026-11-30"
 
 
 def _real_data(moment: float) -> list[tuple[float, bytes]]:
+    """A real environment, a new library and a new label set of the known environment."""
     return [
         (moment, use_datagram(SCIPY_NOTEBOOK, [("numpy", "2.1", "direct", "env")])),
         (moment, use_datagram("real", [("scipy", "1.14", "direct", "env")])),
+        (moment, use_datagram("real", [("numpy", "1.0", "direct", "env")], labels=[("hub", "a")])),
     ]
 
 
-def _counted(writer) -> tuple[bool, bool]:
-    env = _rows(writer, f"SELECT COUNT(*) FROM envs WHERE name = '{SCIPY_NOTEBOOK}'")
-    lib = _rows(
-        writer,
-        "SELECT COUNT(*) FROM usage_by_source u JOIN libs l ON l.id = u.lib_id "
-        "WHERE l.name = 'scipy' AND u.tier = 0",
+def _counted(writer) -> tuple[int, int, int]:
+    """Processes counted of the real environment, of the new library and of the new label
+    set (in the finest buckets)."""
+    counted = (
+        "SELECT COALESCE(SUM(u.direct), 0) FROM usage_by_source u "
+        "JOIN sources s ON s.id = u.source_id JOIN envs e ON e.id = s.env_id "
+        "JOIN libs l ON l.id = u.lib_id WHERE u.tier = 0 AND "
     )
-    return bool(env), bool(lib)
+    return (
+        _rows(writer, counted + f"e.name = '{SCIPY_NOTEBOOK}'"),
+        _rows(writer, counted + "l.name = 'scipy'"),
+        _rows(writer, counted + "s.labels = 'hub=a'"),
+    )
 
 
-def _check_the_flood_is_bounded(writer) -> None:
+def _check_the_flood_is_bounded(writer, copies: int = 1) -> None:
     assert _rows(writer, "SELECT COUNT(*) FROM envs") == 3
     assert _rows(writer, "SELECT COUNT(*) FROM sources") == 3 + 1
     assert _rows(writer, "SELECT COUNT(*) FROM libs") == 3
     results = _results(writer)
-    assert (results["env_cap"], results["library_cap"], results["labels_cap"]) == (48, 48, 49)
+    refused = (results["env_cap"], results["library_cap"], results["labels_cap"])
+    assert refused == (48 * copies, 48 * copies, 49 * copies)
 
 
-def test_real_data_after_a_flood_filling_the_caps_is_counted_within_a_day(
+def test_a_real_environment_reporting_after_a_flood_of_unique_names_is_counted(
     store_writer, fake_clock
 ) -> None:
     writer = store_writer(SMALL)
     _flood_filling_the_caps(writer, fake_clock())
     _check_the_flood_is_bounded(writer)
-    for hours in (1, 12, 22):  # real data within the day: still refused, "real" stays
-        moment = fake_clock() + hours * HOUR
-        ingest(writer, _real_data(moment))
-        assert _counted(writer) == (False, False)
-    ingest(writer, _real_data(fake_clock() + DAY))
-    assert _counted(writer) == (True, True)
-    assert _rows(writer, "SELECT COUNT(*) FROM envs") == 4  # released names keep their ids
+    start = fake_clock() + HOUR
+    ingest(writer, _real_data(start))  # seen once, as each name of the flood: refused
+    assert _counted(writer) == (0, 0, 0)
+    for minutes in (10, 20, 30):  # it reports again: each counted, in a reserve place
+        ingest(writer, _real_data(start + minutes * MINUTE))
+    assert _counted(writer) == (3, 3, 3)
+    # One reserve place beyond each cap (cap // 16, at least one); the flood's names stay
+    # refused, and what was counted before the flood still counts.
+    assert _rows(writer, "SELECT COUNT(*) FROM envs") == 3 + 1
+    assert _rows(writer, "SELECT COUNT(*) FROM sources") == 3 + 1 + 2
+    assert _rows(writer, "SELECT COUNT(*) FROM libs") == 3 + 1
+    results = _results(writer)
+    assert (results["env_cap"], results["library_cap"], results["labels_cap"]) == (49, 49, 50)
 
 
-def test_real_data_after_a_flood_and_a_restart_is_counted_within_a_day(
+def test_a_flood_of_names_sent_twice_turns_over_the_reserve_at_its_pace_only(
+    store_writer, fake_clock
+) -> None:
+    writer = store_writer(SMALL)
+    moment = fake_clock()
+    _flood_filling_the_caps(writer, moment, copies=2)
+    # Each junk name returned (its second datagram): PROMOTE_BURST of each kind passed through
+    # the one reserve place; the rest stay refused, so the names stored stay bounded.
+    assert _rows(writer, "SELECT COUNT(*) FROM envs") == 3 + PROMOTE_BURST
+    # (label sets: those of the reserve, and one of each environment that passed through it)
+    assert _rows(writer, "SELECT COUNT(*) FROM sources") == 3 + 1 + 2 * PROMOTE_BURST
+    assert _rows(writer, "SELECT COUNT(*) FROM libs") == 3 + PROMOTE_BURST
+    results = _results(writer)
+    refused = (results["env_cap"], results["library_cap"], results["labels_cap"])
+    assert refused == tuple(2 * (n - PROMOTE_BURST) for n in (48, 48, 49))
+    # The next bucket (the pace allows again): a real environment reporting twice is counted.
+    later = moment + 10 * MINUTE
+    ingest(writer, _real_data(later) * 2)
+    assert _counted(writer) == (2, 2, 2)
+    ingest(writer, [(later, use_datagram("real", [("numpy", "1.0", "direct", "env")]))])
+    numpy_in_real = "SELECT SUM(direct) FROM usage_by_source u JOIN sources s ON s.id = "
+    numpy_in_real += "u.source_id WHERE s.labels = '' AND u.lib_id = 1 AND s.env_id = 1"
+    assert _rows(writer, numpy_in_real) == 2  # before the flood and now: its place holds
+
+
+def test_real_data_after_a_flood_and_a_restart_is_counted_when_it_reports_again(
     store_writer, fake_clock, tmp_path
 ) -> None:
     path = tmp_path / "flooded.sqlite"
     writer = store_writer(SMALL, path=path)
-    start = fake_clock()
-    _flood_filling_the_caps(writer, start)
+    _flood_filling_the_caps(writer, fake_clock())
     _check_the_flood_is_bounded(writer)
     writer.stop()
     fake_clock.advance(12 * HOUR)
-    writer = store_writer(SMALL, path=path)
-    ingest(writer, _real_data(fake_clock()))  # the caps hold across the restart
-    assert _counted(writer) == (False, False)
-    writer.stop()
-    fake_clock.advance(12 * HOUR)
-    writer = store_writer(SMALL, path=path)
+    writer = store_writer(SMALL, path=path)  # the caps hold across the restart
     ingest(writer, _real_data(fake_clock()))
-    assert _counted(writer) == (True, True)
+    assert _counted(writer) == (0, 0, 0)
+    ingest(writer, _real_data(fake_clock() + 10 * MINUTE))
+    assert _counted(writer) == (1, 1, 1)
+    writer.stop()
+    writer = store_writer(SMALL, path=path)  # and what took a reserve place keeps it
+    ingest(writer, _real_data(fake_clock() + 20 * MINUTE))
+    assert _counted(writer) == (2, 2, 2)
+
+
+def test_junk_holds_a_place_a_day_at_most(store_writer, fake_clock) -> None:
+    writer = store_writer(SMALL)
+    _flood_filling_the_caps(writer, fake_clock())
+    ingest(writer, _real_data(fake_clock() + DAY))  # the flood's names were released
+    assert _counted(writer) == (1, 1, 1)
+    assert _rows(writer, "SELECT COUNT(*) FROM envs") == 4  # released names keep their ids

@@ -64,10 +64,10 @@ def expand_use(
 ) -> str:
     """Add ``count`` identical reports; returns the datagrams' result (``ok`` or the first
     cap their records hit: records over a cap are left out, edges over one too)."""
-    env_id = catalog.env_id(report.env, limits, bucket)
+    env_id = catalog.env_id(report.env, limits, bucket, count)
     if env_id is None:
         return "env_cap"
-    source_id = catalog.source_id(env_id, _labels_text(report.labels), limits, bucket)
+    source_id = catalog.source_id(env_id, _labels_text(report.labels), limits, bucket, count)
     if source_id is None:
         return "labels_cap"
     known = catalog.env_libs[env_id]
@@ -94,7 +94,7 @@ def expand_use(
             # Its library, version and importer may each be counted in this bucket already.
             found = libs.get(lib.name)
             if found is None or known_seen.get(found) != bucket or live_seen.get(found) != bucket:
-                found = catalog.lib_id(known, lib.name, limits, bucket)
+                found = catalog.lib_id(known, lib.name, limits, bucket, count)
                 if found is None:
                     result = "library_cap" if result == "ok" else result
                     continue
@@ -110,7 +110,7 @@ def expand_use(
             if lib.importer is None:
                 memo[lib] = (lib_id, None)
             else:
-                importer_id = catalog.lib_id(known, lib.importer, limits, bucket)
+                importer_id = catalog.lib_id(known, lib.importer, limits, bucket, count)
                 if importer_id is None:
                     result = "library_cap" if result == "ok" else result
                 elif not catalog.importer(pair, importer_id, limits, bucket):
@@ -206,6 +206,7 @@ def expand_batch(
     """Merge one batch into ``pending``; datagrams that hit a cap move from ``ok`` (returned:
     the datagrams moved, by cap)."""
     moved: Counter[str] = Counter()
+    catalog.now = now
     for (bucket, report), count in uses.items():
         result = expand_use(pending, catalog, limits, bucket, report, count)
         if result != "ok":

@@ -39,6 +39,15 @@ RELEASE_AFTER = 23 * 3600
 #: A full cap looks for what it can release at most this often (so a flood of new names
 #: costs no scan per datagram); with :data:`RELEASE_AFTER`, junk holds a place a day at most.
 RELEASE_CHECK = 600
+#: A full cap of environments, label sets or libraries has a reserve of ``cap // 16`` places
+#: (at least one) beyond it for names that return (see :class:`Probation`).
+RESERVE_SHARE = 16
+#: Seconds (of arrival time) between two names entering the reserves of one kind of cap, and
+#: how many may enter at once after a quiet while: the bound on what turns over there.
+PROMOTE_EVERY = 10.0
+PROMOTE_BURST = 6
+#: Refused names a :class:`Probation` remembers (the once-seen ones are forgotten first).
+CANDIDATES = 4096
 
 
 @dataclass(frozen=True)
@@ -76,10 +85,12 @@ class Capped(Generic[K]):
     says whether there is room.
     """
 
-    __slots__ = ("_checked", "seen")
+    __slots__ = ("_checked", "reserved", "seen")
 
     def __init__(self) -> None:
         self.seen: dict[K, int] = {}
+        #: The keys of ``seen`` that hold a place of the reserve beyond the cap.
+        self.reserved: set[K] = set()
         self._checked = -RELEASE_CHECK
 
     def __contains__(self, key: object) -> bool:
@@ -108,6 +119,98 @@ class Capped(Generic[K]):
         for key in stale:
             del self.seen[key]
         released.extend(stale)
+        self.reserved.difference_update(stale)
+
+    def free_reserved_place(self, cap: int, released: list[K]) -> None:
+        """Make room for one more key in the reserve beyond a full ``cap``: when the reserve's
+        ``cap // RESERVE_SHARE`` places are taken, its least recently seen key gives way (to
+        ``released``). Keys beyond the cap not in the reserve (loaded at start, or the cap was
+        lowered) join it first, the least recently seen ones."""
+        seen, reserved = self.seen, self.reserved
+        reserved.intersection_update(seen)
+        while len(reserved) > max(len(seen) - cap, 0):  # released keys freed places under it
+            reserved.discard(max(reserved, key=seen.__getitem__))
+        excess = len(seen) - len(reserved) - cap
+        if excess > 0:
+            unreserved = (key for key in seen if key not in reserved)
+            reserved.update(sorted(unreserved, key=seen.__getitem__)[:excess])
+        while reserved and len(reserved) >= max(cap // RESERVE_SHARE, 1):
+            key = min(reserved, key=seen.__getitem__)
+            reserved.discard(key)
+            del seen[key]
+            released.append(key)
+
+    def seat_reserved(self, key: K, bucket: int) -> None:
+        """Count ``key`` in the reserve (after :meth:`free_reserved_place`)."""
+        self.seen[key] = bucket
+        self.reserved.add(key)
+
+
+class Probation:
+    """Names that full caps of one kind (environments, label sets, libraries of
+    environments, libraries) refused, and which of them may enter the reserves beyond the
+    caps, and when.
+
+    A refused name is remembered with the datagrams it came in (at most :data:`CANDIDATES`
+    names; the once-seen ones are forgotten first, then the least seen). One seen a second
+    time (two datagrams, at once or later) *returns*, and may take a reserve place when the
+    pace allows (one per :data:`PROMOTE_EVERY` seconds of arrival time, :data:`PROMOTE_BURST`
+    at once after a quiet while) and no name waiting was seen more often within the last
+    :data:`PROMOTE_BURST` times :data:`PROMOTE_EVERY` seconds. So names seen once never take a
+    reserve place, names sent twice take one each :data:`PROMOTE_EVERY` at most, and a name
+    that keeps reporting passes them all.
+    """
+
+    __slots__ = ("_best", "_best_at", "_best_name", "_next", "refused")
+
+    def __init__(self) -> None:
+        #: Refused name (or (env id, name)) → datagrams seen while refused.
+        self.refused: dict[object, int] = {}
+        #: The most datagrams of a name waiting, which name, and when it was last seen.
+        self._best = 0
+        self._best_name: object = None
+        self._best_at = 0.0
+        #: The arrival time at which the pace allows the next promotion with no burst left.
+        self._next = float("-inf")
+
+    def returning(self, name: object, count: int, now: float) -> bool:
+        """Whether ``name``, refused by a full cap ``count`` more times, may enter the
+        reserve now (then :meth:`promote` it)."""
+        refused = self.refused
+        seen = refused.get(name, 0) + count
+        if (
+            seen >= 2
+            and (seen >= self._best or now > self._best_at + PROMOTE_BURST * PROMOTE_EVERY)
+            and now >= self._next - (PROMOTE_BURST - 1) * PROMOTE_EVERY
+        ):
+            return True
+        if len(refused) >= CANDIDATES and name not in refused:
+            self._forget(now)
+        refused[name] = seen
+        if seen >= self._best or name == self._best_name:
+            self._best, self._best_name, self._best_at = seen, name, now
+        return False
+
+    def promote(self, name: object, now: float) -> None:
+        """``name`` takes a reserve place: the pace moves on."""
+        self.refused.pop(name, None)
+        self._next = max(self._next, now) + PROMOTE_EVERY
+        if name == self._best_name:
+            self._find_best(now)
+
+    def _forget(self, now: float) -> None:
+        kept = sorted((seen, i) for i, seen in enumerate(self.refused.values()) if seen > 1)
+        keep = {i for _, i in kept[len(kept) - CANDIDATES // 2 :]} if kept else set()
+        self.refused = {n: s for i, (n, s) in enumerate(self.refused.items()) if i in keep}
+        self._find_best(now)
+
+    def _find_best(self, now: float) -> None:
+        self._best, self._best_name = max(
+            ((seen, name) for name, seen in self.refused.items()),
+            key=lambda pair: pair[0],
+            default=(0, None),
+        )
+        self._best_at = now
 
 
 class EnvLibraries(Capped[int]):
@@ -186,7 +289,9 @@ class Catalog:
     cap (seen within :data:`RELEASE_AFTER`), the names assigned an id but not yet handed to a
     job (``new_*``) and what was released since (``released_*``; see :meth:`take_new`).
 
-    The ``bucket`` of the calls is the arrival time's bucket: what was seen then counts."""
+    The ``bucket`` of the calls is the arrival time's bucket: what was seen then counts;
+    ``count`` how many identical datagrams bring the name; ``now`` (set by the receiving
+    side) the latest arrival time, which paces the reserves beyond full caps."""
 
     envs: dict[str, int] = field(default_factory=dict)
     sources: dict[tuple[int, str], int] = field(default_factory=dict)
@@ -199,6 +304,12 @@ class Catalog:
     env_libs: dict[int, EnvLibraries] = field(default_factory=dict)
     versions: PairCaps[str] = field(default_factory=PairCaps)
     importers: PairCaps[int] = field(default_factory=PairCaps)
+    #: The names each kind of full cap refused, and the pace of its reserves.
+    refused_envs: Probation = field(default_factory=Probation)
+    refused_label_sets: Probation = field(default_factory=Probation)
+    refused_env_libs: Probation = field(default_factory=Probation)
+    refused_libs: Probation = field(default_factory=Probation)
+    now: float = 0.0
     #: env id → (bucket, {record: (library id, importer id)}): the records the receiving
     #: side counted in that bucket without a cap (so it need not ask again in it).
     counted: dict[int, tuple[int, dict[object, tuple[int, int | None]]]] = field(
@@ -216,9 +327,9 @@ class Catalog:
     released_pairs: list[Pair] = field(default_factory=list)
     released_versions: list[tuple[Pair, str]] = field(default_factory=list)
 
-    def env_id(self, name: str, limits: Limits, bucket: int = 0) -> int | None:
-        """The id of environment ``name``; None when it does not count yet and the cap of
-        environments seen within a day is reached."""
+    def env_id(self, name: str, limits: Limits, bucket: int = 0, count: int = 1) -> int | None:
+        """The id of environment ``name``; None when it does not count yet, the cap of
+        environments seen within a day is reached and it may not enter the reserve."""
         env_id = self.envs.get(name)
         live = self.live_envs
         if env_id is not None:
@@ -229,20 +340,28 @@ class Catalog:
                 return env_id
         gone: list[int] = []
         room = live.make_room(bucket, limits.max_environments, gone)
+        reserve = not room and self.refused_envs.returning(name, count, self.now)
+        if reserve:
+            live.free_reserved_place(limits.max_environments, gone)
         for old in gone:
             self._release_env(old)
-        if not room:
+        if not room and not reserve:
             return None
         if env_id is None:
             env_id = self.envs[name] = self.next_env
             self.next_env += 1
             self.new_envs.append((env_id, name))
+        if reserve:
+            self.refused_envs.promote(name, self.now)
+            live.seat_reserved(env_id, bucket)
         live.seen[env_id] = bucket
         self.label_sets[env_id] = Capped()
         self.env_libs[env_id] = EnvLibraries(env_id)
         return env_id
 
-    def source_id(self, env_id: int, labels: str, limits: Limits, bucket: int = 0) -> int | None:
+    def source_id(
+        self, env_id: int, labels: str, limits: Limits, bucket: int = 0, count: int = 1
+    ) -> int | None:
         """The id of the label set ``labels`` (stored text) of an environment, or None."""
         source_id = self.sources.get((env_id, labels))
         live = self.label_sets[env_id]
@@ -252,16 +371,25 @@ class Catalog:
                 if last < bucket:
                     live.seen[source_id] = bucket
                 return source_id
-        if not live.make_room(bucket, limits.max_label_sets_per_env, []):
+        cap = limits.max_label_sets_per_env
+        room = live.make_room(bucket, cap, [])
+        reserve = not room and self.refused_label_sets.returning((env_id, labels), count, self.now)
+        if not room and not reserve:
             return None
         if source_id is None:
             source_id = self.sources[(env_id, labels)] = self.next_source
             self.next_source += 1
             self.new_sources.append((source_id, env_id, labels))
+        if reserve:
+            live.free_reserved_place(cap, [])
+            self.refused_label_sets.promote((env_id, labels), self.now)
+            live.seat_reserved(source_id, bucket)
         live.seen[source_id] = bucket
         return source_id
 
-    def lib_id(self, known: EnvLibraries, name: str, limits: Limits, bucket: int = 0) -> int | None:
+    def lib_id(
+        self, known: EnvLibraries, name: str, limits: Limits, bucket: int = 0, count: int = 1
+    ) -> int | None:
         """The id of library ``name`` if the environment whose libraries are ``known`` may
         count it (seen now), else None."""
         lib_id = self.libs.get(name)
@@ -274,20 +402,34 @@ class Catalog:
                 if anywhere < bucket:
                     live.seen[lib_id] = bucket
                 return lib_id
+        env_full = live_full = False
         if lib_id is None or lib_id not in known.seen:
             gone: list[int] = []
-            room = known.make_room(bucket, limits.max_libraries_per_env, gone)
+            env_full = not known.make_room(bucket, limits.max_libraries_per_env, gone)
             for old in gone:
                 self._release_pair((known.env_id, old))
-            if not room:
+            candidate = (known.env_id, name)
+            if env_full and not self.refused_env_libs.returning(candidate, count, self.now):
                 return None
         if lib_id is None or lib_id not in live:
-            if not live.make_room(bucket, limits.max_libraries, []):
+            live_full = not live.make_room(bucket, limits.max_libraries, [])
+            if live_full and not self.refused_libs.returning(name, count, self.now):
                 return None
             if lib_id is None:
                 lib_id = self.libs[name] = self.next_lib
                 self.next_lib += 1
                 self.new_libs.append((lib_id, name))
+        if env_full:
+            gone = []
+            known.free_reserved_place(limits.max_libraries_per_env, gone)
+            for old in gone:
+                self._release_pair((known.env_id, old))
+            self.refused_env_libs.promote((known.env_id, name), self.now)
+            known.seat_reserved(lib_id, bucket)
+        if live_full:
+            live.free_reserved_place(limits.max_libraries, [])
+            self.refused_libs.promote(name, self.now)
+            live.seat_reserved(lib_id, bucket)
         live.see(lib_id, bucket)
         known.see(lib_id, bucket)
         return lib_id
