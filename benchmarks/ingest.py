@@ -1,19 +1,24 @@
 """Ingest benchmark: datagrams per CPU-second through receive + decode + aggregate + store,
 against a bare ``recv`` loop measured in the same run; then no loss at 20,000/s for 10 s.
 
-    python benchmarks/ingest.py            # full run (about a minute)
-    python benchmarks/ingest.py --quick    # smaller counts, a few seconds
+    python benchmarks/ingest.py               # full run (a few minutes)
+    python benchmarks/ingest.py --quick       # smaller counts, a few seconds
+    python benchmarks/ingest.py --protocol-1  # also the repeating mix as popcon/1, a baseline
 
 Everything runs on loopback (127.0.0.1). The collector (a real ``Collector``: receiving
 thread, writer thread, SQLite file) runs in this process, pinned to one CPU; one sender
-process, pinned to another CPU, replays prepared datagrams (typical 100-300 byte ``use``
-reports of a realistic workload, see ``workload.py``) as fast as it can, which is faster than
-the collector can take them, so the receiving socket stays full and the collector runs flat
-out on its core. Figures: datagrams handled per CPU-second of the collector process (all its
-threads), and per wall-second. The bare ``recv`` loop runs the same way in the same run.
-Two mixes: *repeating* (the processes drawn from 5,000 distinct ones with Zipf weights: many
-processes run the same things) and *all distinct* (every datagram's bytes differ, the worst
-case for the per-interval dedupe).
+process, pinned to another CPU, replays prepared datagrams (typical 100-300 byte ``popcon/2
+use`` reports of a realistic workload, see ``workload.py``: every record carries the person
+field of one of 2,000 people, and 30 % of the processes run a program, with its ``prog``
+record) as fast as it can, which is faster than the collector can take them, so the receiving
+socket stays full and the collector runs flat out on its core. Figures: datagrams handled per
+CPU-second of the collector process (all its threads), and per wall-second. The bare ``recv``
+loop runs the same way in the same run. Two mixes: *repeating* (the processes drawn from
+5,000 distinct ones, each a person's, with Zipf weights: people run the same things again)
+and *all distinct* (every datagram's bytes differ, the worst case for the per-interval
+dedupe). With ``--protocol-1``, the repeating mix's processes are also sent as ``popcon/1``
+(no person, no program), what recorders sent before people were counted: the cost of
+people, in the same run.
 """
 
 from __future__ import annotations
@@ -35,15 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from workload import Workload, zipf_weights
 
+from popcon.protocol import PROTOCOL_VERSION, USE
 from popcon.server import Collector
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.totals import datagram_totals, report_totals
 
 
-def repeating_mix(count: int, distinct: int = 5000, seed: int = 2) -> list[bytes]:
+def repeating_mix(
+    count: int, distinct: int = 5000, seed: int = 2, protocol: int = 2
+) -> list[bytes]:
     """Processes drawn from 5,000 distinct ones with Zipf weights, datagrams in order."""
     workload = Workload(seed)
-    pool = [workload.process_datagrams() for _ in range(distinct)]
+    pool = [workload.process_datagrams(protocol=protocol) for _ in range(distinct)]
     rng = random.Random(seed)
     out: list[bytes] = []
     weights = zipf_weights(distinct, 1.0)
@@ -61,8 +69,24 @@ def distinct_mix(count: int, seed: int = 3) -> list[bytes]:
     for i in range(count):
         data = pool[i % len(pool)]
         cut = data.index(b"\n")
-        out.append(b"popcon/1 use %d" % (i + 1) + data[cut:])
+        out.append(b"%s %s %d" % (PROTOCOL_VERSION.encode(), USE.encode(), i + 1) + data[cut:])
     return out
+
+
+def mix_text(datagrams: list[bytes]) -> str:
+    """What the datagrams carry: records with a person field, ``prog`` records."""
+    records = with_person = programs = 0
+    for data in datagrams:
+        for line in data.split(b"\n"):
+            if line.startswith((b"lib ", b"prog ")):
+                records += 1
+                fields = line.split(b" ")
+                with_person += fields[5 if line.startswith(b"lib ") else 4] != b"-"
+                programs += line.startswith(b"prog ")
+    return (
+        f"{records:,} records, {with_person / records:.0%} with a person field; "
+        f"{programs / len(datagrams):.0%} of the datagrams with a prog record"
+    )
 
 
 def _pin(cpu: int) -> None:
@@ -174,10 +198,12 @@ def collector_run(datagrams: list[bytes], processes: int, db: Path) -> dict:
     received = sum(collector.receiver.results.values())
     conn = connect_readonly(db)
     stored_ok = datagram_totals(conn)["ok"]
+    (sketches,) = conn.execute("SELECT COUNT(*) FROM sketches_by_source WHERE tier = 0").fetchone()
     conn.close()
     return {
         "received": received,
         "stored_ok": stored_ok,
+        "sketches": sketches,
         "cpu": cpu,
         "wall": busy_wall,
         "sent_wall": sent_wall,
@@ -217,17 +243,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datagrams", type=int, default=None, help="per measured run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--senders", type=int, default=1, help="sender processes")
+    parser.add_argument(
+        "--protocol-1",
+        action="store_true",
+        help="also the repeating mix as popcon/1 (no people), a baseline in the same run",
+    )
     args = parser.parse_args(argv)
     _pin(0)
     count = args.datagrams or (60_000 if args.quick else 600_000)
     repeat = 1 if args.quick else args.repeat
     mixes = {"repeating": repeating_mix(count), "all distinct": distinct_mix(count)}
-    sizes = [len(d) for d in mixes["repeating"]]
+    if args.protocol_1:
+        mixes["repeating, popcon/1"] = repeating_mix(count, protocol=1)
+    sizes = sorted(len(d) for d in mixes["repeating"])
     print(
         f"datagram sizes: median {statistics.median(sizes):.0f} B, "
-        f"10-90 % {sorted(sizes)[len(sizes) // 10]}-{sorted(sizes)[len(sizes) * 9 // 10]} B; "
+        f"10-90 % {sizes[len(sizes) // 10]}-{sizes[len(sizes) * 9 // 10]} B; "
         f"{count:,} per run, {args.senders} sender processes, median of {repeat}"
     )
+    print(f"popcon/2 mixes: {mix_text(mixes['repeating'])}")
     with tempfile.TemporaryDirectory() as tmp:
         base = [bare_recv(mixes["repeating"], args.senders) for _ in range(repeat)]
         base_cpu = statistics.median(r["received"] / r["cpu"] for r in base)
@@ -249,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(ratio to bare recv: {per_cpu / base_cpu:.2f} per CPU-s, "
                 f"{per_wall / base_wall:.2f} per wall-s; sender offered "
                 f"{statistics.median(count / r['sent_wall'] for r in runs):,.0f}/s; every datagram "
-                f"received was stored: {stored})"
+                f"received was stored: {stored}; sketch rows {runs[0]['sketches']:,})"
             )
         seconds = 2.0 if args.quick else 10.0
         paced = paced_run(20_000, seconds, Path(tmp) / "paced.sqlite")

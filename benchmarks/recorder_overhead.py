@@ -38,6 +38,18 @@ it is above, UNRESOLVED when the machine is too noisy to tell (then run with ``-
 difference of 10th percentiles is printed too: other jobs on the machine only add time, so it
 is the less disturbed figure.
 
+People (issue 10): every run has a HOME, so popcon computes its person fields. The runs above
+share one HOME, made empty at the start: the first popcon process that imports a third-party
+library creates the secret (``~/.config/popcon/secret``) and the contributions kept beside it,
+and the warm-up runs do so before any run is measured, so those figures are the *warm* case
+(the contributions cache holds every library imported). Two more measurements take the *cold*
+case, the first process of a user: ``python -c "import pandas"`` with a new, empty HOME for
+every run (bare and popcon alike), so popcon creates the secret, hashes every library's person
+field and writes the contributions, whole-process wall time and instructions. And with
+``strace`` (when installed) the files each kind of process opens or looks at under the user's
+configuration directory are listed: ``-c pass`` and a standard-library-only import must touch
+neither the secret nor the contributions, a warm ``import pandas`` only the contributions.
+
 The datagrams each variant sends go to a UDP socket of this script and are counted, to show
 that the variant measured is really doing its job. Nothing is asserted.
 """
@@ -226,31 +238,49 @@ def run_once(argv: list, env: dict) -> tuple:
 
 
 def measure(
-    switch, sink, python, code, env, rounds, contest_every, exit_probe=False, references=()
+    switch,
+    sink,
+    python,
+    code,
+    env,
+    rounds,
+    contest_every,
+    exit_probe=False,
+    references=(),
+    fresh_homes=None,
 ) -> dict:
     """Round-robin over bare, popcon and the ``references`` variants; popularity-contest
-    (slow) only every Nth round.
+    (slow) only every Nth round (never when ``contest_every`` is 0).
 
     Besides wall and CPU time, every ``NAME VALUE`` line the process prints is kept as a
-    sample ``NAME``; the exit probe's ``start``/``end`` marks become the sample ``exit``."""
+    sample ``NAME``; the exit probe's ``start``/``end`` marks become the sample ``exit``.
+    ``fresh_homes``: a directory in which every run gets a new, empty HOME (the first process
+    of a user); then the samples ``secret`` and ``contributions`` say (1 or 0) whether the run
+    left a secret and contributions in it."""
     samples = {v: {"wall": [], "cpu": [], "sent": []} for v in VARIANTS}
     argv = [str(python), "-c", code]
     variants = ["bare", "popcon", *references]
-    for warm in [*variants, "popcontest"]:  # compile caches, inventory stamp, page cache
+    warm_ups = [*variants, "popcontest"] if contest_every else variants
+    for warm in warm_ups:  # compile caches, inventory stamp, page cache
         switch.variant(warm, exit_probe)
         for _ in range(3):
-            run_once(argv, env)
+            run_once(argv, home_environ(env, fresh_homes))
         sink.drain()
     for number in range(rounds):
         order = list(variants)
         shift = number % len(order)
         order = order[shift:] + order[:shift]
-        if number % contest_every == 0:
+        if contest_every and number % contest_every == 0:
             order.insert(number % 3, "popcontest")
         for variant in order:
             switch.variant(variant, exit_probe)
-            wall, cpu, output = run_once(argv, env)
+            run_env = home_environ(env, fresh_homes)
+            wall, cpu, output = run_once(argv, run_env)
             bucket = samples[variant]
+            if fresh_homes is not None:
+                config = Path(run_env["HOME"]) / ".config" / "popcon"
+                for name in ("secret", "contributions"):
+                    bucket.setdefault(name, []).append(int((config / name).is_file()))
             bucket["wall"].append(wall)
             bucket["cpu"].append(cpu)
             bucket["sent"].append(sink.drain())
@@ -261,6 +291,37 @@ def measure(
                 bucket.setdefault(name, []).append(int(value))
     switch.variant("bare")
     return samples
+
+
+def home_environ(env: dict, fresh_homes: Path | None) -> dict:
+    """``env``, or with a new empty HOME under ``fresh_homes`` when that is given."""
+    if fresh_homes is None:
+        return env
+    return dict(env, HOME=tempfile.mkdtemp(prefix="home-", dir=fresh_homes))
+
+
+def config_files_touched(python: Path, env: dict, code: str) -> list | None:
+    """The files under the user's ``~/.config/popcon`` that ``python -c CODE`` opens or
+    looks at (``strace -f`` of every file system call naming a path), each with what was
+    done (``openat O_RDONLY``, ``newfstatat``, ...); None without strace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    config = str(Path(env["HOME"]) / ".config" / "popcon")
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
+        subprocess.run(
+            [strace, "-f", "-qq", "-e", "trace=%file", "-o", log.name, str(python), "-c", code],
+            env=env, capture_output=True, check=True,
+        )  # fmt: skip
+        touched = []
+        for line in log.read().splitlines():
+            if config not in line:
+                continue
+            call = line.split(None, 1)[-1].split("(", 1)[0]
+            path = line.split(config, 1)[1].split('"', 1)[0] or "/"
+            mode = " O_RDONLY" if "O_RDONLY" in line else " write" if "O_WR" in line else ""
+            touched.append(f"{call}{mode} ~/.config/popcon{path}")
+    return touched
 
 
 # --------------------------------------------------------------------------- reporting
@@ -352,10 +413,13 @@ REFERENCE_NAMES = {
     "floor": "a .pth importing an empty module",
 }
 
-PANDAS_CODE = (
+PANDAS_IMPORT = (
     "import time; _t = time.perf_counter_ns(); import pandas; "
-    "print('import', time.perf_counter_ns() - _t); " + EXIT_START
+    "print('import', time.perf_counter_ns() - _t); "
 )
+PANDAS_CODE = PANDAS_IMPORT + EXIT_START
+#: What the strace check runs: nothing, the standard library only, a third-party library.
+TOUCH_CODES = ("pass", "import json, decimal, email.message", "import pandas")
 
 
 # The recorder's own time during "import pandas", timed from inside the process around the
@@ -404,14 +468,20 @@ def count_instructions(
     switch: Switch, python: Path, env: dict, variant: str, code: str = "pass"
 ) -> int | None:
     """Instructions ``python -c CODE`` executes (valgrind's callgrind): a deterministic
-    figure, where wall time on a busy two-core machine varies by a few tenths of a ms."""
+    figure, where wall time on a busy two-core machine varies by a few tenths of a ms.
+
+    The environment's inventory is held off (``POPCON_INVENTORY_INTERVAL`` of a year): it is
+    sent at most once an hour per environment and user, and while young again after 1, 2,
+    4, ... minutes, so a count taken at such a moment would hold a send that the usual
+    process does not make (the recorder still makes its check, one ``stat``)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
     switch.variant(variant)
     result = subprocess.run(
         [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", str(python), "-c", code],
-        env=dict(env, PYTHONHASHSEED="0"), capture_output=True, text=True,
+        env=dict(env, PYTHONHASHSEED="0", POPCON_INVENTORY_INTERVAL=str(365 * 86400)),
+        capture_output=True, text=True,
     )  # fmt: skip
     counts = [line.rsplit(" ", 1)[-1] for line in result.stderr.splitlines() if "Collected" in line]
     return int(counts[-1]) if counts and counts[-1].isdigit() else None
@@ -424,8 +494,10 @@ def main() -> int:
         "--scale", type=float, default=1.0, help="multiply every repetition count (default 1)"
     )
     arguments = parser.parse_args()
-    rounds = (60, 20, 12) if arguments.quick else (400, 60, 80)
-    pass_rounds, exit_rounds, pandas_rounds = (max(4, round(n * arguments.scale)) for n in rounds)
+    rounds = (60, 20, 12, 8) if arguments.quick else (400, 60, 80, 40)
+    pass_rounds, exit_rounds, pandas_rounds, cold_rounds = (
+        max(4, round(n * arguments.scale)) for n in rounds
+    )
 
     venv = build_venv()
     python = venv / "bin" / "python"
@@ -506,7 +578,47 @@ def main() -> int:
             f"added {pandas_added:,} ({100 * pandas_share:.3f} %)"
         )
 
-    print("\n## Targets (issue 2): popcon - bare, paired round by round")
+    cold_homes = Path(tempfile.mkdtemp(prefix="popcon-bench-homes-"))
+    cold = measure(
+        switch, sink, python, PANDAS_IMPORT, env, cold_rounds, contest_every=0,
+        fresh_homes=cold_homes,
+    )  # fmt: skip
+    cold_title = 'python -c "import pandas", cold (a new, empty HOME every run)'
+    cold_wall = report(f"{cold_title}: whole process, wall time", cold)
+    cold_import = report(f"{cold_title}: the import statement, inside the process", cold, "import")
+    print(
+        f"popcon runs that left a secret: {sum(cold['popcon']['secret'])} of "
+        f"{len(cold['popcon']['secret'])}, contributions: {sum(cold['popcon']['contributions'])}; "
+        f"bare runs: {sum(cold['bare']['secret'])} secrets"
+    )
+    cold_instructions = {
+        (v, code): count_instructions(switch, python, home_environ(env, cold_homes), v, code)
+        for v in ("bare", "popcon")
+        for code in ("pass", "import pandas")
+    }
+    if None not in cold_instructions.values():
+        print("\n## cold (a new, empty HOME): instructions (valgrind callgrind), deterministic")
+        for code in ("pass", "import pandas"):
+            bare_count = cold_instructions[("bare", code)]
+            popcon_count = cold_instructions[("popcon", code)]
+            assert bare_count is not None and popcon_count is not None
+            added_count = popcon_count - bare_count
+            print(
+                f"python -c {code!r}: bare {bare_count:,}; popcon {popcon_count:,}; added "
+                f"{added_count:,} ({100 * added_count / bare_count:.3f} %)"
+            )
+
+    switch.variant("popcon")
+    touched = {code: config_files_touched(python, env, code) for code in TOUCH_CODES}
+    if None not in touched.values():
+        print("\n## what popcon touches of the user's ~/.config/popcon (strace -f, trace=%file)")
+        for code, calls in touched.items():
+            print(f"warm HOME, python -c {code!r}: {'; '.join(calls or []) or 'nothing'}")
+        calls = config_files_touched(python, home_environ(env, cold_homes), "import pandas")
+        print(f"new HOME, python -c 'import pandas': {'; '.join(calls or []) or 'nothing'}")
+    switch.variant("bare")
+
+    print("\n## Targets (issue 2, issue 10): popcon - bare, paired round by round")
     verdict(
         "added start-up, python -c pass (wall)",
         paired_differences(startup, "wall"), TARGET_STARTUP_MS * 1e6, 1e-6, "ms",
@@ -548,6 +660,14 @@ def main() -> int:
         f"(target <= {100 * TARGET_PANDAS_RATIO:.3f} %): "
         + ("MET" if own_ns / import_ns <= TARGET_PANDAS_RATIO else "NOT MET")
     )
+    for key, base in (("wall", cold_wall["bare"]), ("import", cold_import["bare"])):
+        where = "whole process" if key == "wall" else "the import statement alone"
+        verdict(
+            f'cold (first process of a user): added time, python -c "import pandas", {where} '
+            "(% of bare)",
+            [d / base for d in paired_differences(cold, key)],
+            TARGET_PANDAS_RATIO, 100, "%", floor_difference(cold, key) / base,
+        )  # fmt: skip
     for label, samples in (("-c pass", trivial), ("import pandas", pandas)):
         verdict(
             f"work at exit, {label}",
@@ -571,6 +691,8 @@ def main() -> int:
         line.split(None, 1)[1] for line in status.stdout.splitlines() if line.startswith("map:")
     ]
     print(f"- popcon's module map after the runs: {'; '.join(maps) or status.stderr.strip()}")
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(cold_homes, ignore_errors=True)
     print(f"\n{time.monotonic() - started:.0f} s")
     return 0
 

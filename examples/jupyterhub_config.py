@@ -1,21 +1,14 @@
 """JupyterHub configuration with popcon as a managed service (see docs/jupyterhub.md).
 
-Add these lines to your own ``jupyterhub_config.py`` (or load this file from it with
-``load_subconfig``). The Hub then:
+A whole ``jupyterhub_config.py`` for a Hub on one machine: load it from yours with
+``load_subconfig("/path/to/popcon/examples/jupyterhub_config.py")``, or copy what you need.
+tests/systems/test_hub.py runs a real Hub with this file loaded as it is; the test only adds
+what a test needs (free ports, temporary paths, its dummy authenticator and simple spawner).
 
-1. starts ``popcon serve`` and proxies ``/services/popcon/`` to it: the dashboard and the API
-   are behind a Hub login (OAuth), and only holders of the scope
-   ``access:services!service=popcon`` get in;
-2. gives that scope to the admins only, through a role;
-3. tells every single-user server (and so every kernel and terminal in it) where to send its
-   records, with a ``hub=`` label that keeps this hub apart from others in a fleet.
-
-The single-user environment itself must be enabled once, in the image or the environment
-(``popcon enable --python /path/to/python``); nothing has to run when a server starts.
-
-The values below are the defaults for a Hub on one machine. Each can be overridden with an
-environment variable of the Hub process (the test suite uses that to pick free ports and a
-temporary database).
+The values are the defaults for a Hub on one machine; each ``POPCON_EXAMPLE_*`` variable of the
+Hub's environment overrides one (the test uses them to pick free ports and a temporary
+database). The single-user environment must be enabled once: ``popcon enable --python
+/path/to/its/python`` (nothing has to run when a server starts).
 """
 
 import os
@@ -25,17 +18,32 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 #: The name of this hub in the data: the ``hub=`` label of every record its users send.
 HUB_NAME = os.environ.get("POPCON_EXAMPLE_HUB_NAME", "research")
-#: Where the collector receives records (UDP) and serves the dashboard (HTTP, via the proxy).
+#: Where the collector receives records (UDP, from the single-user servers on this machine)
+#: and serves the dashboard and API (HTTP, reached through the Hub's proxy only).
 POPCON_UDP = os.environ.get("POPCON_EXAMPLE_UDP", "127.0.0.1:8137")
 POPCON_HTTP_PORT = int(os.environ.get("POPCON_EXAMPLE_HTTP_PORT", "8138"))
-POPCON_DB = os.path.abspath(os.environ.get("POPCON_EXAMPLE_DB", "popcon.sqlite"))
+#: The collector's database: beside the Hub's own state (its jupyterhub.sqlite, cookie secret).
+POPCON_DB = os.environ.get("POPCON_EXAMPLE_DB", "/srv/jupyterhub/popcon.sqlite")
 #: The Hub's admins: the only users who may see popcon.
 ADMINS = set(filter(None, os.environ.get("POPCON_EXAMPLE_ADMINS", "admin").split(",")))
 
+# -- 0. the Hub itself ------------------------------------------------------------------------
+# Who logs in: the machine's users (PAM, the default). Where their servers run: as their own
+# processes on this machine (LocalProcessSpawner, the default), started as `jupyterhub-singleuser`
+# from the Hub's PATH. Those servers, and every kernel in them, run in the environment that
+# command and the kernel specs name: enable the recorder there (docs/jupyterhub.md).
+c.JupyterHub.authenticator_class = "pam"
+c.JupyterHub.spawner_class = "localprocess"
+# The proxy's public address (port 8000 on every interface); the Hub's own API stays on
+# loopback, where the proxy and the single-user servers reach it.
+c.JupyterHub.bind_url = "http://:8000"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:8081"
+
 # -- 1. popcon as a managed service ------------------------------------------------------------
-# The Hub starts the command, passes it JUPYTERHUB_* variables (so popcon serves under
-# /services/popcon/, listens at the service URL and logs users in through the Hub) and
-# proxies /services/popcon/ to the URL.
+# The Hub starts the command with its JUPYTERHUB_* variables (so popcon serves under
+# /services/popcon/, listens at the service URL and logs visitors in through the Hub) and the
+# proxy sends /services/popcon/ to the URL. `sys.executable -m popcon`: the Hub's own Python,
+# where popcon[server] is installed, whatever PATH holds.
 c.JupyterHub.services = [
     {
         "name": "popcon",
@@ -48,8 +56,10 @@ c.JupyterHub.services = [
             f"--udp={POPCON_UDP}",
             f"--db={POPCON_DB}",
         ],
-        # A Prometheus outside the Hub reads /metrics with this token (Authorization: Bearer);
-        # leave it unset and only Hub logins (and Hub tokens with the scope) may read.
+        # A service gets only the variables named here, not the Hub's whole environment: the
+        # API token (for Prometheus and for `popcon top --server ...` without a Hub login)
+        # comes from the Hub's environment when it is set there. Leave it unset and only Hub
+        # logins and Hub tokens with the scope below may read.
         "environment": {
             key: os.environ[key] for key in ("POPCON_API_TOKEN",) if os.environ.get(key)
         },

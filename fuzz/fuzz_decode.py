@@ -34,8 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from popcon.protocol import (
+    CLAIMED,
     DEFAULT_STATSD_PREFIX,
     DIRECT,
+    IMPORTER_LEVELS,
     INVENTORY,
     LEVELS,
     MAX_DATAGRAM,
@@ -43,7 +45,9 @@ from popcon.protocol import (
     MAX_LABELS,
     NAME_RE,
     ORIGINS,
+    PROGRAM,
     PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
     REJECTIONS,
     STATSD_LIBRARY_USED,
     STATSD_REPORTS,
@@ -78,6 +82,7 @@ MINUTE = T0 // 60
 #: A few nonces, so that signed datagrams repeat (replays) as well as differ.
 NONCES = ["0123456789abcdef", "fedcba9876543210", "0000000000000000"]
 USE_LINE = f"{PROTOCOL_VERSION} {USE} "  # + <seq>
+OLD_USE_LINE = f"{PROTOCOL_VERSIONS[0]} {USE} "  # popcon/1: records without a person
 INVENTORY_LINE = f"{PROTOCOL_VERSION} {INVENTORY} "  # + <id> <part> <parts>
 REPORTS_METRIC = f"{DEFAULT_STATSD_PREFIX}.{STATSD_REPORTS}"
 OTHER_METRIC = f"{DEFAULT_STATSD_PREFIX}.other"
@@ -90,6 +95,10 @@ names = st.one_of(
 )
 versions = st.one_of(st.sampled_from(["1.0", "-", "2.9.0.post0"]), st.text(max_size=10))
 levels = st.sampled_from([*LEVELS, UNKNOWN, "Direct", ""])
+persons = st.one_of(
+    st.sampled_from(["-", "0:1", "16383:51", "16384:1", "1:0", "1:52", "01:1", ":", "-1:1"]),
+    st.text(max_size=8),
+)
 origins = st.sampled_from([*ORIGINS, "site", ""])
 envs = st.one_of(
     st.sampled_from(["img:a", "~/envs/my env", "quay.io/jupyter/scipy-notebook:2024-05-27"]),
@@ -112,10 +121,13 @@ def use_datagrams(draw) -> bytes:
     lines += [f"label {k}={v}" for k, v in draw(labels)]
     for _ in range(draw(st.integers(0, 12))):
         level = draw(levels)
-        record = ["lib", draw(names), draw(versions), level, draw(origins)]
-        if level == TRANSITIVE and draw(st.booleans()):
+        record = ["lib", draw(names), draw(versions), level, draw(origins), draw(persons)]
+        if level in IMPORTER_LEVELS and draw(st.booleans()):
             record.append(draw(names))
         lines.append(" ".join(record))
+    if draw(st.booleans()):
+        program = ["prog", draw(names), draw(versions), draw(origins), draw(persons)]
+        lines.insert(draw(st.integers(3, len(lines))), " ".join(program))
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
 
 
@@ -214,8 +226,15 @@ def stamp_and_sign(data: bytes, offset: int, nonce: str) -> bytes:
     return data + sign(KEY, data)
 
 
+def _person(rng: random.Random) -> str:
+    good = ["-", f"{rng.randrange(16384)}:{rng.randint(1, 6)}", "16383:51"]
+    return _pick(rng, good, ["16384:1", "1:0", "1:52", "01:1", "x"])
+
+
 def engine_use(rng: random.Random) -> bytes:
-    lines = [f"{USE_LINE}{_pick(rng, [0, 0, 1, 2, 17], [-1, 10**11, '01'])}"]
+    with_people = rng.random() < 0.8  # popcon/2, else popcon/1
+    first = USE_LINE if with_people else OLD_USE_LINE
+    lines = [f"{first}{_pick(rng, [0, 0, 1, 2, 17], [-1, 10**11, '01'])}"]
     if rng.random() < 0.99:
         env = rng.choice(["img:a", "img:b", "~/envs/my env", "quay.io/jupyter/base:2024"])
         lines.append(f"env {_env(rng) if rng.random() < 0.05 else env}")
@@ -227,13 +246,19 @@ def engine_use(rng: random.Random) -> bytes:
             rng, ["research", "a.b:c/d@e+f-g", str(rng.randint(0, 50))], ["x" * 65, "a,b"]
         )
         lines.append(f"label {key}={value}")
+    if with_people and rng.random() < 0.3:
+        program = _good_name(rng) if rng.random() < 0.97 else _name(rng)
+        lines.append(f"prog {program} 1.0 {ORIGINS[0]} {_person(rng)}")
+    more_levels = [PROGRAM, PROGRAM, CLAIMED] if with_people else []
     for _ in range(rng.randint(1, 8) if rng.random() < 0.98 else 0):
-        level = _pick(rng, [DIRECT, TRANSITIVE, TRANSITIVE, UPGRADE], ["sideways"])
+        level = _pick(rng, [DIRECT, TRANSITIVE, TRANSITIVE, UPGRADE, *more_levels], ["sideways"])
         origin = _pick(rng, [ORIGINS[0], *ORIGINS], ["site"])
         version = _pick(rng, ["1.0", "2.9.0.post0", "-", str(rng.randint(0, 9))], ["", "x" * 70])
         name = _name(rng) if rng.random() < 0.03 else _good_name(rng)
         record = ["lib", name, version, level, origin]
-        if level == TRANSITIVE and rng.random() < 0.9:
+        if with_people:
+            record.append(_person(rng))
+        if level in IMPORTER_LEVELS and rng.random() < 0.9:
             record.append(_name(rng) if rng.random() < 0.02 else _good_name(rng))
         lines.append(" ".join(record))
     data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
@@ -366,6 +391,11 @@ class Run:
                 for lib in answer.libs:
                     assert NAME_RE.match(lib.name), lib
                     assert lib.importer is None or NAME_RE.match(lib.importer), lib
+                    assert lib.person is None or (
+                        0 <= lib.person[0] < 16384 and 1 <= lib.person[1] <= 51
+                    ), lib
+                program = answer.program
+                assert program is None or NAME_RE.match(program.name), program
             else:
                 assert isinstance(answer, InventoryPart), answer
                 assert 1 <= answer.part <= answer.parts <= MAX_INVENTORY_PARTS
@@ -400,7 +430,7 @@ class Run:
         libraries(self.reader, self.clock - 30 * 86400, end, now=self.clock)
         unused(self.reader, start, end, now=self.clock)
         user_installed(self.reader, start, end, now=self.clock)
-        environments(self.reader)
+        environments(self.reader, now=self.clock)
         library_process_totals(self.reader)
         library_version_totals(self.reader)
         report_totals(self.reader)

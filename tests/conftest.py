@@ -1,18 +1,33 @@
-"""Shared by every test folder: the repository's root, loggers put back after each test, and
-running ``popcon`` into a closed pipe. The helpers and the fixtures of each kind of part live
-in ``tests/testlib`` (on ``sys.path`` through pytest's ``pythonpath``); the fixtures load as
-plugins."""
+"""Shared by every test folder: the repository's root, a configuration directory of the test run's
+own, loggers put back after each test, and running ``popcon`` into a closed pipe. The helpers and
+the fixtures of each kind of part live in ``tests/testlib`` (on ``sys.path`` through pytest's
+``pythonpath``); the fixtures load as plugins."""
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from repo import REPO_ROOT
 
 pytest_plugins = ["venv_fixtures", "collector_fixtures", "browser_fixtures"]
+
+_CONFIG_HOME = tempfile.mkdtemp(prefix="popcon-tests-config-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the tests start, and the recorder loaded in this one, keep the per-user
+    secret of people (``$XDG_CONFIG_HOME/popcon/secret``) in a directory of this run, never in
+    the home of whoever runs the tests; tests of the secret's place set their own."""
+    os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CONFIG_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

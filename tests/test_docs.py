@@ -39,7 +39,7 @@ def test_every_documented_variable_is_used(repo_root: Path) -> None:
 def test_readme_names_every_recorder_command(repo_root: Path) -> None:
     readme = (repo_root / "README.md").read_text() + (repo_root / "docs/recording.md").read_text()
     commands = set(_parser()._subparsers._group_actions[0].choices) - set(SERVER_COMMANDS)
-    assert commands == {"enable", "disable", "status", "preview"}
+    assert commands == {"enable", "disable", "status", "preview", "check", "completion"}
     for command in commands:
         assert f"popcon {command}" in readme, command
 

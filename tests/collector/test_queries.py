@@ -107,10 +107,38 @@ def test_a_window_is_answered_at_a_resolution_fitting_its_length(
 def test_libraries_are_sorted_by_processes_with_direct_and_transitive(sample) -> None:
     answer = libraries(sample, NOW - 6 * HOUR, NOW, now=NOW)
     assert answer["libraries"] == [
-        {"name": "numpy", "processes": 8, "direct": 4, "transitive": 4},
-        {"name": "pandas", "processes": 5, "direct": 5, "transitive": 0},
-        {"name": "python-dateutil", "processes": 5, "direct": 0, "transitive": 5},
-        {"name": "polars", "processes": 1, "direct": 1, "transitive": 0},
+        {
+            "name": "numpy",
+            "users": None,
+            "direct_users": None,
+            "processes": 8,
+            "direct": 4,
+            "transitive": 4,
+        },
+        {
+            "name": "pandas",
+            "users": None,
+            "direct_users": None,
+            "processes": 5,
+            "direct": 5,
+            "transitive": 0,
+        },
+        {
+            "name": "python-dateutil",
+            "users": None,
+            "direct_users": None,
+            "processes": 5,
+            "direct": 0,
+            "transitive": 5,
+        },
+        {
+            "name": "polars",
+            "users": None,
+            "direct_users": None,
+            "processes": 1,
+            "direct": 1,
+            "transitive": 0,
+        },
     ]
     month = _names(libraries(sample, NOW - 30 * DAY, NOW, now=NOW))
     assert month["scipy"]["processes"] == 2 and "matplotlib" not in month
@@ -126,7 +154,14 @@ def test_filters_restrict_what_is_counted(sample) -> None:
         libraries(*window, labels=[("hub", "research"), ("zone", "us")], now=NOW)["libraries"] == []
     )
     direct = _names(libraries(*window, level="direct", now=NOW))
-    assert direct["numpy"] == {"name": "numpy", "processes": 4, "direct": 4, "transitive": 0}
+    assert direct["numpy"] == {
+        "name": "numpy",
+        "users": None,
+        "direct_users": None,
+        "processes": 4,
+        "direct": 4,
+        "transitive": 0,
+    }
     assert "python-dateutil" not in direct
     transitive = _names(libraries(*window, level="transitive", now=NOW))
     assert transitive["numpy"]["processes"] == 4
@@ -156,18 +191,21 @@ def test_library_detail_has_series_versions_importers_and_environments(sample) -
     assert sum(point["processes"] for point in detail["series"]) == 8
     assert detail["series"][12] == {
         "time": "2026-12-12T11:00:00Z",
+        "users": None,
         "processes": 8,
         "direct": 4,
         "transitive": 4,
     }
     assert detail["versions"] == [
-        {"version": "1.26.4", "processes": 5},
-        {"version": "2.0.0", "processes": 3},
+        {"version": "1.26.4", "users": None, "processes": 5},
+        {"version": "2.0.0", "users": None, "processes": 3},
     ]
-    assert detail["importers"] == [{"importer": "pandas", "processes": 5}]
+    assert detail["importers"] == [
+        {"importer": "pandas", "users": None, "importer_users": None, "processes": 5}
+    ]
     assert detail["environments"] == [
-        {"env": "img:a", "processes": 5, "direct": 1, "transitive": 4},
-        {"env": "img:b", "processes": 3, "direct": 3, "transitive": 0},
+        {"env": "img:a", "users": None, "processes": 5, "direct": 1, "transitive": 4},
+        {"env": "img:b", "users": None, "processes": 3, "direct": 3, "transitive": 0},
     ]
     only_b = library_detail(sample, "numpy", NOW - 3 * HOUR, NOW, env="img:b", now=NOW)
     assert only_b is not None and only_b["importers"] == [] and len(only_b["environments"]) == 1
@@ -180,6 +218,10 @@ def test_library_detail_has_series_versions_importers_and_environments(sample) -
     assert sum(point["processes"] for point in old["series"]) == 2
 
 
+#: What ``unused`` says of a library whose inventory's dist line does not say why.
+NOT_SAID = {"why": "unknown", "tool": False, "required_by": [], "needed_by": [], "removable": None}
+
+
 def test_unused_lists_installed_libraries_no_process_imported(sample) -> None:
     month = unused(sample, NOW - 30 * DAY, NOW, now=NOW)
     assert month["environments"] == [
@@ -187,9 +229,10 @@ def test_unused_lists_installed_libraries_no_process_imported(sample) -> None:
             "env": "img:a",
             "inventory_id": "0badcafe",
             "inventory_at": "2026-12-12T10:00:00Z",
+            "reasons_known": False,
             "libraries": [
-                {"name": "matplotlib", "version": "3.9.0"},
-                {"name": "tqdm", "version": "4.66.0"},
+                {"name": "matplotlib", "version": "3.9.0", **NOT_SAID},
+                {"name": "tqdm", "version": "4.66.0", **NOT_SAID},
             ],
         }
     ]
@@ -208,22 +251,24 @@ def test_user_installed_lists_user_site_libraries_missing_from_the_inventory(sam
         {
             "name": "numpy",
             "env": "img:b",
+            "users": None,
             "processes": 3,
-            "versions": [{"version": "2.0.0", "processes": 3}],
+            "versions": [{"version": "2.0.0", "users": None, "processes": 3}],
             "env_has_inventory": False,
         },
         {
             "name": "polars",
             "env": "img:b",
+            "users": None,
             "processes": 1,
-            "versions": [{"version": "1.0", "processes": 1}],
+            "versions": [{"version": "1.0", "users": None, "processes": 1}],
             "env_has_inventory": False,
         },
     ]
 
 
 def test_environments_list_labels_last_seen_and_inventory(sample) -> None:
-    envs = {row["env"]: row for row in environments(sample)}
+    envs = {row["env"]: row for row in environments(sample, now=NOW)}
     assert envs["img:a"]["labels"] == [{"hub": "research", "zone": "eu"}]
     assert envs["img:a"]["inventory_size"] == 6
     assert envs["img:a"]["last_seen"] == "2026-12-12T11:00:00Z"

@@ -74,10 +74,18 @@ def test_datagrams_received_on_loopback_are_counted_and_stored(live_collector) -
     conn = connect_readonly(collector.writer.path)
     rows = {r["name"]: r for r in libraries(conn, now - HOUR, now + 600, now=now)["libraries"]}
     assert rows["pandas"]["processes"] == 40
-    assert rows["numpy"] == {"name": "numpy", "processes": 41, "direct": 0, "transitive": 40}
+    assert rows["numpy"] == {
+        "name": "numpy",
+        "users": None,
+        "direct_users": None,
+        "processes": 41,
+        "direct": 0,
+        "transitive": 40,
+    }
     assert datagram_totals(conn)["ok"] == 44
     unused = environments.unused(conn, now - HOUR, now + 600, env="img", now=now)
-    assert unused["environments"][0]["libraries"] == [{"name": "scipy", "version": "1.13.0"}]
+    unused_libraries = unused["environments"][0]["libraries"]
+    assert [(lib["name"], lib["version"]) for lib in unused_libraries] == [("scipy", "1.13.0")]
     conn.close()
 
 

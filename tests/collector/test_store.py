@@ -96,8 +96,22 @@ def test_processes_direct_and_transitive_are_counted_per_protocol(store_writer) 
     datagrams.append(use_datagram("img", [("numpy", "1.26.4", "upgrade", "env")], seq=1))
     ingest(writer, [(now, d) for d in datagrams])
     rows = _libraries(writer, now - 6 * HOUR, now + 1)
-    assert rows["pandas"] == {"name": "pandas", "processes": 5, "direct": 5, "transitive": 0}
-    assert rows["numpy"] == {"name": "numpy", "processes": 5, "direct": 1, "transitive": 4}
+    assert rows["pandas"] == {
+        "name": "pandas",
+        "users": None,
+        "direct_users": None,
+        "processes": 5,
+        "direct": 5,
+        "transitive": 0,
+    }
+    assert rows["numpy"] == {
+        "name": "numpy",
+        "users": None,
+        "direct_users": None,
+        "processes": 5,
+        "direct": 1,
+        "transitive": 4,
+    }
     assert rows["python-dateutil"]["transitive"] == 5
 
 
@@ -228,7 +242,7 @@ def test_each_tier_keeps_its_buckets_only_as_long_as_it_should(
     store_writer(path=path).stop()
     assert (count(0), count(1), count(2)) == (0, 0, 0)
     conn = connect_readonly(path)
-    assert environments(conn) == []
+    assert environments(conn, now=fake_clock()) == []
     assert library_process_totals(conn) == []
     assert conn.execute("SELECT COUNT(*) FROM libs").fetchone()[0] == 0
     conn.close()
@@ -294,7 +308,7 @@ def test_an_inventory_replaces_the_previous_one_once_all_its_parts_arrived(
     def inventory() -> tuple:
         conn = connect_readonly(writer.path)
         try:
-            env = environments(conn)[0]
+            env = environments(conn, now=fake_clock())[0]
             names = [r[0] for r in conn.execute("SELECT name FROM inventory ORDER BY name")]
             return env["inventory_id"], env["inventory_size"], names
         finally:

@@ -48,7 +48,7 @@ def test_top_table(capsys, sample_db):
     caption, header, *rows = out.splitlines()
     assert "all environments" in caption
     assert 'counts under 3 shown as "fewer than 3"' in caption
-    assert header.split() == ["LIBRARY", "PROCESSES", "DIRECT", "TRANSITIVE"]
+    assert header.split() == ["LIBRARY", "USERS", "PROCESSES", "DIRECT", "TRANSITIVE"]
     assert [row.split()[0] for row in rows] == [
         "numpy",
         "pandas",
@@ -56,7 +56,7 @@ def test_top_table(capsys, sample_db):
         "requests",
         "scipy",
     ]
-    assert rows[0].split() == ["numpy", "9", "5", "4"]
+    assert rows[0].split() == ["numpy", "?", "9", "5", "4"]  # popcon/1 senders: people unknown
     assert "fewer than 3" in rows[3]
     # aligned: numbers end in the same column as their heading
     end = header.index("PROCESSES") + len("PROCESSES")
@@ -67,7 +67,8 @@ def test_top_direct_env_label_limit_csv(capsys, sample_db):
     db = ["--db", str(sample_db)]
     out = ok(capsys, "top", *db, "--direct", "--csv")
     table = list(csv.DictReader(io.StringIO(out)))
-    assert list(table[0]) == ["name", "processes"]
+    assert list(table[0]) == ["name", "users", "processes"]
+    assert {row["users"] for row in table} == {"unknown"}
     assert {row["name"]: row["processes"] for row in table} == {
         "numpy": "5",
         "pandas": "5",
@@ -76,7 +77,14 @@ def test_top_direct_env_label_limit_csv(capsys, sample_db):
     }
     out = ok(capsys, "top", *db, "--env", "img:b", "--json")
     assert json.loads(out)["libraries"] == [
-        {"name": "numpy", "processes": 4, "direct": 4, "transitive": 0}
+        {
+            "name": "numpy",
+            "users": None,
+            "direct_users": None,
+            "processes": 4,
+            "direct": 4,
+            "transitive": 0,
+        }
     ]
     out = ok(capsys, "top", *db, "--label", "hub=teaching", "--since", "7d", "--json")
     assert json.loads(out)["libraries"][0]["processes"] == 7
@@ -84,7 +92,14 @@ def test_top_direct_env_label_limit_csv(capsys, sample_db):
     assert len(out.splitlines()) == 3
     out = ok(capsys, "top", *db, "--origin", "user", "--min-count", "1", "--json")
     assert json.loads(out)["libraries"] == [
-        {"name": "scipy", "processes": 1, "direct": 1, "transitive": 0}
+        {
+            "name": "scipy",
+            "users": None,
+            "direct_users": None,
+            "processes": 1,
+            "direct": 1,
+            "transitive": 0,
+        }
     ]
 
 
@@ -92,20 +107,29 @@ def test_why_and_versions(capsys, sample_db):
     out = ok(capsys, "why", "numpy", "--db", str(sample_db))
     lines = out.splitlines()
     assert "numpy" in lines[0]
-    assert "12 processes, 8 direct (67%), 4 transitive" in lines[0]
-    assert lines[-1].split() == ["pandas", "5"]
+    assert "? users, 12 processes, 8 direct (67%), 4 transitive" in lines[0]
+    assert lines[-2:] == ["IMPORTER  USERS  PROCESSES", "pandas        ?          5"]
     out = ok(capsys, "why", "NumPy", "--db", str(sample_db), "--json")
     answer = json.loads(out)
     assert answer["direct_share"] == pytest.approx(8 / 12)
-    assert answer["importers"] == [{"importer": "pandas", "processes": 5}]
+    assert answer["importers"] == [{"importer": "pandas", "users": None, "processes": 5}]
     out = ok(capsys, "versions", "numpy", "--db", str(sample_db), "--csv")
-    assert out.splitlines() == ["version,processes", "1.26.4,5", "2.1.0,4", "2.0.0,3"]
+    assert out.splitlines() == [
+        "version,users,processes",
+        "1.26.4,unknown,5",
+        "2.1.0,unknown,4",
+        "2.0.0,unknown,3",
+    ]
 
 
 def test_unused_user_installed_envs(capsys, sample_db):
     db = ["--db", str(sample_db)]
     out = ok(capsys, "unused", *db, "--csv")
-    assert out.splitlines() == ["env,name,version", "img:a,attrs,24.2.0", "img:a,six,1.16.0"]
+    assert out.splitlines() == [
+        "env,name,version,why,required_by,needed_by,removable",
+        "img:a,attrs,24.2.0,unknown,[],[],",
+        "img:a,six,1.16.0,unknown,[],[],",
+    ]
     out = ok(capsys, "unused", *db, "--env", "img:b")
     assert "(nothing)" in out
     out = ok(capsys, "user-installed", *db, "--min-count", "1")

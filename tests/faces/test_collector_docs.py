@@ -10,8 +10,9 @@ from repo import REPO_ROOT
 from popcon.server.app import PopconServe, settings_markdown
 from popcon.server.cli import COMMANDS, build_parser
 from popcon.server.settings import API_TOKEN_ENV, KEY_ENV
+from popcon.server.upkeep_commands import UPKEEP_COMMANDS
 from popcon.server.web.api import ENDPOINTS
-from popcon.server.web.metrics import METRICS
+from popcon.server.web.metrics import GAUGES, METRICS
 
 DOC = REPO_ROOT / "docs" / "collector.md"
 
@@ -49,6 +50,10 @@ def test_every_metric_is_documented(doc):
         row = re.search(rf"^\| `{name}_total` \| ([^|]*) \|", doc, re.MULTILINE)
         assert row, name
         assert [label.strip("` ") for label in row.group(1).split(",")] == list(labels), name
+    for name, (_help, labels) in GAUGES.items():
+        row = re.search(rf"^\| `{name}` \| ([^|]*) \|", doc, re.MULTILINE)
+        assert row, name
+        assert [label.strip("` ") for label in row.group(1).split(",")] == list(labels), name
 
 
 def test_every_endpoint_is_documented(doc):
@@ -59,7 +64,7 @@ def test_every_endpoint_is_documented(doc):
 def test_every_cli_command_and_option_is_documented(doc):
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == set(COMMANDS)
+    assert set(subparsers) == {*COMMANDS, *UPKEEP_COMMANDS}
     for command, sub in subparsers.items():
         assert f"popcon {command}" in doc, command
         for action in sub._actions:

@@ -106,5 +106,9 @@ def test_cli_csv_keeps_counts_and_json_cells(capsys, formula_db):
     assert all(f'"hub": "{value}"' in minus["labels"] for value in LABEL_VALUES)
     rows = csv_of(capsys, "versions", "numpy", "--db", str(formula_db))
     assert sorted(rows[1:]) == sorted(
-        [["'" + VERSION_LINK, "1"], ["'" + VERSION_AT, "1"], ["'" + VERSION_MINUS, "1"]]
+        [
+            ["'" + VERSION_LINK, "unknown", "1"],
+            ["'" + VERSION_AT, "unknown", "1"],
+            ["'" + VERSION_MINUS, "unknown", "1"],
+        ]
     )

@@ -20,6 +20,7 @@ from popcon.server.web.auth import TokenAuth
 from popcon.server.web.base import Reader, ServerContext
 from popcon.server.web.dashboard import (
     MAX_ROW_NAMES,
+    ROUND_STEPS,
     STATIC_DIR,
     rows_answer,
     slice_edges,
@@ -59,6 +60,7 @@ def test_slices_cover_the_window_in_whole_buckets(span, width):
     assert all(b > a for a, b in zip(edges, edges[1:]))
     assert all((edge - start) % width == 0 for edge in edges[:-1])
     assert len(edges) - 1 <= 25  # about 24 points, never finer than the buckets
+    assert edges[1] - edges[0] in ROUND_STEPS  # time labels can fall at round intervals
 
 
 def test_slices_refuse_an_empty_window():
@@ -71,9 +73,11 @@ def test_slices_refuse_an_empty_window():
 
 @pytest.mark.parametrize("since", ["6h", "24h", "7d", "30d"])
 def test_trends_add_up_to_the_libraries_answer(conn, since):
-    whole = answers.libraries_answer(conn, {"since": since}, now=NOW, min_count=1)
+    whole = answers.libraries_answer(conn, {"since": since}, now=NOW, min_count=1, min_users=1)
     names = [row["name"] for row in whole["libraries"]]
-    rows = rows_answer(conn, {"since": since, "names": ",".join(names)}, now=NOW, min_count=1)
+    rows = rows_answer(
+        conn, {"since": since, "names": ",".join(names)}, now=NOW, min_count=1, min_users=1
+    )
     assert (rows["from"], rows["until"]) == (whole["from"], whole["until"])
     for row in whole["libraries"]:
         assert sum(rows["rows"][row["name"]]["trend"]) == row["processes"], row["name"]
@@ -82,32 +86,44 @@ def test_trends_add_up_to_the_libraries_answer(conn, since):
 
 def test_trends_follow_label_filters_and_versions_follow_env(conn):
     params = {"since": "24h", "label.hub": "teaching", "names": "numpy,pandas"}
-    rows = rows_answer(conn, params, now=NOW, min_count=1)["rows"]
+    rows = rows_answer(conn, params, now=NOW, min_count=1, min_users=1)["rows"]
     assert sum(rows["numpy"]["trend"]) == 4  # img:b only
     assert sum(rows["pandas"]["trend"]) == 0
     by_env = rows_answer(
-        conn, {"since": "24h", "env": "img:b", "names": "numpy"}, now=NOW, min_count=1
+        conn, {"since": "24h", "env": "img:b", "names": "numpy"}, now=NOW, min_count=1, min_users=1
     )
-    assert by_env["rows"]["numpy"]["versions"] == [{"version": "2.1.0", "processes": 4}]
+    assert by_env["rows"]["numpy"]["versions"] == [
+        {"version": "2.1.0", "users": None, "processes": 4}
+    ]
 
 
 def test_small_counts_in_trends_are_hidden_like_the_api(conn):
-    rows = rows_answer(conn, {"since": "24h", "names": "requests,numpy"}, now=NOW, min_count=3)
+    rows = rows_answer(
+        conn, {"since": "24h", "names": "requests,numpy"}, now=NOW, min_count=3, min_users=1
+    )
     assert "fewer than 3" in rows["rows"]["requests"]["trend"]  # 2 processes
     assert 9 in rows["rows"]["numpy"]["trend"]
     assert rows["rows"]["requests"]["versions"] == [
-        {"version": "2.32.3", "processes": "fewer than 3"}
+        {"version": "2.32.3", "users": None, "processes": "fewer than 3"}
     ]
 
 
 def test_version_history_adds_up_to_the_versions_in_use(conn):
     for since in ("24h", "7d", "30d"):
-        detail = answers.library_answer(conn, "numpy", {"since": since}, now=NOW, min_count=1)
-        history = version_history_answer(conn, "NumPy", {"since": since}, now=NOW, min_count=1)
+        detail = answers.library_answer(
+            conn, "numpy", {"since": since}, now=NOW, min_count=1, min_users=1
+        )
+        history = version_history_answer(
+            conn, "NumPy", {"since": since}, now=NOW, min_count=1, min_users=1
+        )
         totals = {version: sum(values) for version, values in history["versions"].items()}
         assert totals == {row["version"]: row["processes"] for row in detail["versions"]}
         assert all(len(v) == len(history["times"]) for v in history["versions"].values())
-    assert version_history_answer(conn, "never-seen", {}, now=NOW, min_count=1) is None
+        # The processes chart's points are the same slices (one time axis for both charts).
+        assert [point["time"] for point in history["series"]] == history["times"]
+        for key in ("processes", "direct", "transitive"):
+            assert sum(point[key] for point in history["series"]) == detail[key], key
+    assert version_history_answer(conn, "never-seen", {}, now=NOW, min_count=1, min_users=1) is None
 
 
 @pytest.mark.parametrize(
@@ -122,7 +138,7 @@ def test_version_history_adds_up_to_the_versions_in_use(conn):
 )
 def test_bad_parameters_are_named(conn, params, name):
     with pytest.raises(BadParameter) as raised:
-        rows_answer(conn, params, now=NOW, min_count=1)
+        rows_answer(conn, params, now=NOW, min_count=1, min_users=1)
     assert raised.value.name == name
 
 

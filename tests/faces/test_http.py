@@ -22,6 +22,8 @@ from popcon.server.query.params import iso
 from popcon.server.web.auth import OpenAuth, TokenAuth
 
 HIDDEN = "fewer than 3"
+#: The sample's senders (popcon/1) send no people: their users are unknown, never 0.
+NO_PEOPLE = {"users": None, "direct_users": None}
 ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -54,11 +56,24 @@ def test_libraries_counts_processes_levels_and_hides_small_counts(api):
     ]
     rows = by_name(answer["libraries"])
     # numpy: 5 transitive (img:a) + 4 direct (img:b); one img:a process upgraded it to direct
-    assert rows["numpy"] == {"name": "numpy", "processes": 9, "direct": 5, "transitive": 4}
-    assert rows["pandas"] == {"name": "pandas", "processes": 5, "direct": 5, "transitive": 0}
+    assert rows["numpy"] == {
+        "name": "numpy",
+        **NO_PEOPLE,
+        "processes": 9,
+        "direct": 5,
+        "transitive": 4,
+    }
+    assert rows["pandas"] == {
+        "name": "pandas",
+        **NO_PEOPLE,
+        "processes": 5,
+        "direct": 5,
+        "transitive": 0,
+    }
     assert rows["python-dateutil"]["transitive"] == 5
     assert rows["requests"] == {
         "name": "requests",
+        **NO_PEOPLE,
         "processes": HIDDEN,
         "direct": HIDDEN,
         "transitive": 0,
@@ -74,7 +89,9 @@ def test_longer_window_includes_older_reports(api):
     _, answer, _ = api.get(
         f"/api/v1/libraries?from={iso(NOW - 4 * 86400)}&until={iso(NOW - 86400)}"
     )
-    assert answer["libraries"] == [{"name": "numpy", "processes": 3, "direct": 3, "transitive": 0}]
+    assert answer["libraries"] == [
+        {"name": "numpy", **NO_PEOPLE, "processes": 3, "direct": 3, "transitive": 0}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +138,13 @@ def test_min_count_one_shows_every_count(sample_db, make_ctx):
         _, answer, _ = server.get("/api/v1/libraries?since=6h")
     rows = by_name(answer["libraries"])
     assert rows["requests"]["processes"] == 2
-    assert rows["scipy"] == {"name": "scipy", "processes": 1, "direct": 1, "transitive": 0}
+    assert rows["scipy"] == {
+        "name": "scipy",
+        **NO_PEOPLE,
+        "processes": 1,
+        "direct": 1,
+        "transitive": 0,
+    }
 
 
 def test_hidden_rows_are_ordered_by_name_not_by_count(sample_db, make_ctx):
@@ -146,14 +169,21 @@ def test_library_detail(api):
     status, answer, _ = api.get("/api/v1/libraries/numpy?since=7d")
     assert status == 200, answer
     assert (answer["processes"], answer["direct"], answer["transitive"]) == (12, 8, 4)
-    assert answer["importers"] == [{"importer": "pandas", "processes": 5}]
+    assert answer["importers"] == [{"importer": "pandas", "users": None, "processes": 5}]
     assert answer["versions"] == [
-        {"version": "1.26.4", "processes": 5},
-        {"version": "2.1.0", "processes": 4},
-        {"version": "2.0.0", "processes": 3},
+        {"version": "1.26.4", "users": None, "processes": 5},
+        {"version": "2.1.0", "users": None, "processes": 4},
+        {"version": "2.0.0", "users": None, "processes": 3},
     ]
+    assert answer["users"] is None  # popcon/1 senders: nobody knows how many people
     envs = by_name(answer["environments"], "env")
-    assert envs["img:a"] == {"env": "img:a", "processes": 5, "direct": HIDDEN, "transitive": 4}
+    assert envs["img:a"] == {
+        "env": "img:a",
+        "users": None,
+        "processes": 5,
+        "direct": HIDDEN,
+        "transitive": 4,
+    }
     assert envs["img:b"]["processes"] == 7
     step = answer["step"]
     assert step >= 600 and step % 600 == 0
@@ -168,7 +198,7 @@ def test_library_detail_names_step_env_and_unknown(api):
     assert status == 200, answer
     assert answer["name"] == "python-dateutil"
     assert answer["step"] == 3600
-    assert answer["importers"] == [{"importer": "pandas", "processes": 5}]
+    assert answer["importers"] == [{"importer": "pandas", "users": None, "processes": 5}]
     status, answer, _ = api.get("/api/v1/libraries/never-seen-anywhere")
     assert status == 404
     assert "never-seen-anywhere" in answer["error"]
@@ -178,9 +208,9 @@ def test_unused_lists_installed_but_not_imported(api):
     status, answer, _ = api.get("/api/v1/unused?since=30d")
     assert status == 200, answer
     assert [env["env"] for env in answer["environments"]] == ["img:a"]
-    assert answer["environments"][0]["libraries"] == [
-        {"name": "attrs", "version": "24.2.0"},
-        {"name": "six", "version": "1.16.0"},
+    assert [(lib["name"], lib["version"]) for lib in answer["environments"][0]["libraries"]] == [
+        ("attrs", "24.2.0"),
+        ("six", "1.16.0"),
     ]
     assert answer["environments"][0]["inventory_id"] == "0000beef"
     _, answer, _ = api.get("/api/v1/unused?env=img:a")
@@ -194,7 +224,9 @@ def test_user_installed(api, sample_db, make_ctx):
     assert [(r["name"], r["env"], r["processes"]) for r in answer["libraries"]] == [
         ("scipy", "img:a", HIDDEN)
     ]
-    assert answer["libraries"][0]["versions"] == [{"version": "1.14.1", "processes": HIDDEN}]
+    assert answer["libraries"][0]["versions"] == [
+        {"version": "1.14.1", "users": None, "processes": HIDDEN}
+    ]
     with ApiServer(make_ctx(sample_db, min_count=1)) as server:
         _, answer, _ = server.get("/api/v1/user-installed")
     assert answer["libraries"][0]["processes"] == 1

@@ -84,8 +84,8 @@ def test_the_z2jh_example_is_consistent():
     yaml = require_module("yaml", "pip install PyYAML")
     values = yaml.safe_load((REPO_ROOT / "examples" / "z2jh-values.yaml").read_text())
     service = values["hub"]["services"]["popcon"]
-    assert service["command"][:2] == ["popcon", "serve"]
-    serve = app(*service["command"][2:])
+    assert service["command"][:4] == ["python3", "-m", "popcon", "serve"]  # not on PATH
+    serve = app(*service["command"][4:])
     udp_port = int(serve.udp.rsplit(":", 1)[1])
     http_port = int(serve.http.rsplit(":", 1)[1])
     assert service["url"] == f"http://hub:{http_port}"

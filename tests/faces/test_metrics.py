@@ -13,7 +13,7 @@ from timing import NOW
 
 from popcon.server.storage.schema import RESULT_REASONS
 from popcon.server.web.base import Reader
-from popcon.server.web.metrics import METRICS, make_registry
+from popcon.server.web.metrics import GAUGES, METRICS, make_registry
 
 
 def scrape_text(text: str) -> dict:
@@ -130,7 +130,55 @@ def test_metrics_endpoint(api):
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     families = {family.name for family in text_string_to_metric_families(text)}
-    assert families == set(METRICS)
+    assert families == set(METRICS) | set(GAUGES)
     # a private registry: no process or interpreter metrics mixed in
     assert "process_cpu_seconds_total" not in text
     assert "python_gc" not in text
+
+
+IPYKERNEL = ("ipykernel", "6.29.5", "env")
+
+
+def test_people_are_a_gauge_per_window_above_min_users(tmp_path):
+    """Three people use pandas (two of them in a kernel) and numpy through it, one person runs
+    requests five times: with ``min_users`` 2 only pandas and numpy have a users gauge, in both
+    windows. A kernel's library first the program's and then claimed counts one process, and
+    its claim counts with the upgrades."""
+    from datagrams import use_datagram_2
+
+    people = [bytes([n]) * 32 for n in range(1, 4)]
+    timed = []
+    for n, secret in enumerate(people):
+        libs = [
+            ("pandas", "2.2.2", "direct", "env"),
+            ("numpy", "2.0", "transitive", "env", "pandas"),
+        ]
+        program = ("ipykernel", "6.29.5", "env") if n else None
+        timed.append((NOW - 3600 + n, use_datagram_2("img", libs, secret, program=program)))
+    later = [("tornado", "6.4", "program", "env", "ipykernel")]
+    timed.append((NOW - 3000, use_datagram_2("img", later, people[1], program=IPYKERNEL)))
+    claimed = [("tornado", "6.4", "claimed", "env")]
+    timed.append((NOW - 2900, use_datagram_2("img", claimed, people[1], seq=1)))
+    for run in range(5):
+        requests = [("requests", "2.32.3", "direct", "env")]
+        timed.append((NOW - 2000 + run, use_datagram_2("img", requests, people[0])))
+    db = tmp_path / "popcon.sqlite"
+    store_datagrams(db, timed)
+    reader = Reader(str(db), workers=1)
+    try:
+        from prometheus_client.exposition import generate_latest
+
+        registry = make_registry(reader.connection, 1, 2, lambda: NOW)
+        samples = scrape_text(generate_latest(registry).decode())
+    finally:
+        reader.close()
+    users = "popcon_library_users"
+    for window in ("6h", "30d"):
+        assert value(samples, users, library="pandas", window=window) == 3
+        assert value(samples, users, library="numpy", window=window) == 3
+        assert value(samples, users, library="requests", window=window) is None  # one person
+        assert value(samples, users, library="tornado", window=window) is None  # one person
+    processes = "popcon_library_processes_total"
+    assert value(samples, processes, library="tornado", env="img", level="program") == 1
+    assert value(samples, "popcon_library_upgrades_total", library="tornado", env="img") == 1
+    assert value(samples, processes, library="requests", env="img", level="direct") == 5

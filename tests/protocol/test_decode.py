@@ -74,7 +74,7 @@ REJECTED = [
     ("empty", b""),
     ("not_utf8", (HEAD + "lib numpy 1.0 direct env\n").encode().replace(b"1.0", b"\xff\xfe")),
     ("unknown_format", b"GET / HTTP/1.1\r\n\r\n"),
-    ("version", b"popcon/2 use 0\nenv e\npy 3.11\n" + LIB.encode()),
+    ("version", b"popcon/3 use 0\nenv e\npy 3.11\n" + LIB.encode()),
     ("kind", b"popcon/1 pet 0\nenv e\npy 3.11\n" + LIB.encode()),
     ("truncated", (HEAD + LIB).encode()[:-1]),
     ("truncated", (HEAD + "lib numpy 1.0 transitive env pand").encode()),
@@ -100,7 +100,7 @@ REJECTED = [
     ("malformed", (HEAD + "lib numpy  direct env\n").encode()),
     ("malformed", (HEAD + LIB + "\n").encode()),
     ("malformed", (HEAD + LIB + "dist numpy 1.0\n").encode()),
-    ("malformed", HEAD.encode()),  # a use datagram with no record
+    ("check", HEAD.encode()),  # a use datagram with no record: popcon check's
     ("malformed", b"popcon/1 use 007\nenv e\npy 3.11\n" + LIB.encode()),
     ("malformed", b"popcon/1 use x\nenv e\npy 3.11\n" + LIB.encode()),
     ("malformed", b"popcon/1 use 0\nenv e\npy three\n" + LIB.encode()),

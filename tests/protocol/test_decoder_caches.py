@@ -13,6 +13,10 @@ def _junk(i: int) -> list[bytes]:
         b"popcon/1 use 0\nenv e%d\npy 3.11\nlib lib%d 1.0 direct env\n" % (i % 50, i),
         b"popcon/1 use 0\nenv e\npy 3.11\nlib Bad%d 1.0 direct env\n" % i,
         b"popcon/1 use 0\nenv e\npy x%d\nlib six 1.0 direct env\n" % i,
+        b"popcon/2 use 0\nenv e\npy 3.11\nlib lib%d 1.0 direct env %d:1\n" % (i, i % 16384),
+        b"popcon/2 use 0\nenv e\npy 3.11\nlib six 1.0 direct env %d:99\n" % i,
+        b"popcon/2 use 0\nenv e\npy 3.11\nprog p%d 1.0 env -\n" % i,
+        b"popcon/2 use 0\nenv e\npy 3.11\nprog p%d 1.0 env -\nlib six 1.0 program env -\n" % i,
         b"popcon/1 inv 0badcafe 1 1\nenv e\npy 3.11\ndist d%d 1.0\ndist D%d 1\n" % (i, i),
         b"popcon/1 inv 0badcafe %d 2\nenv e\npy 3.11\n" % (i % 5),
         b"python_popcon.library_used.lib%d:1|c\npython_popcon.library_used.b_%d:0|c" % (i, i),
@@ -27,7 +31,7 @@ def test_no_cache_grows_past_its_bound_under_junk() -> None:
     decoding = decode.__self__  # make_decoder returns a bound method
     caches = [getattr(decoding, name) for name in decoding.__slots__]
     caches = [cache for cache in caches if isinstance(cache, _Cache)]
-    assert len(caches) == 6
+    assert len(caches) == 9
     for cache in caches:
         assert len(cache.parsed) <= cache.limit and len(cache.rejected) <= cache.rejected_limit
 

@@ -49,7 +49,7 @@ def test_a_statsd_datagram_counts_at_most_100_processes() -> None:
 
 def test_the_recorders_fullest_statsd_datagram_is_within_the_caps(recorder, monkeypatch) -> None:
     monkeypatch.setenv("POPCON_STATSD_PREFIX", "p")
-    records = [f"lib {chr(97 + i % 26)} 1 direct env" for i in range(300)]
+    records = [(chr(97 + i % 26), "1", "direct", "env", "") for i in range(300)]
     datagrams = recorder.rare.statsd_datagrams(records, True)
     decode = make_decoder(statsd_prefix="p")
     assert all(isinstance(decode(datagram), UseReport) for datagram in datagrams)

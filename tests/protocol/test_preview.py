@@ -83,10 +83,55 @@ def test_a_previewed_command_shows_its_datagrams_accepted(tmp_path: Path) -> Non
 
 
 def test_what_no_collector_reads_is_named_as_the_collector_names_it() -> None:
-    other_version = b"popcon/2 use 0\nenv lab\npy 3.11\n"
+    other_version = b"popcon/3 use 0\nenv lab\npy 3.11\n"
     assert collector_answers([other_version, b"x:1|c", b"\xff.reports:1|c", b""]) == [
         "version",
         "unknown_format",
         "unknown_format",
         "empty",
     ]
+
+
+KERNEL = (
+    b"popcon/2 use 0\nenv lab\npy 3.11\nprog ipykernel 6.29.5 env 17:2\n"
+    b"lib tornado 6.4 program env 9:1 ipykernel\nlib pandas 2.2.2 direct env 5:3\n"
+    b"lib numpy 2.0 transitive env 88:1 pandas\n"
+)
+KERNEL_LATER = b"popcon/2 use 1\nenv lab\npy 3.11\nlib tornado 6.4 claimed env 9:1\n"
+
+
+def test_the_summary_names_the_program_and_what_people_s_code_claimed() -> None:
+    shown = summarize([KERNEL, KERNEL_LATER])
+    assert shown["programs"] == [{"name": "ipykernel", "version": "6.29.5", "origin": "env"}]
+    assert shown["person"] is True
+    assert {lib["name"]: (lib["level"], lib["importer"]) for lib in shown["libraries"]} == {
+        "numpy": ("transitive", "pandas"),
+        "pandas": ("direct", None),
+        "tornado": ("direct", None),  # the program's first, then people's
+    }
+    assert summarize([KERNEL])["libraries"][-1]["level"] == "program"
+    no_person = KERNEL.replace(b" 17:2", b" -").replace(b" 9:1", b" -")
+    no_person = no_person.replace(b" 5:3", b" -").replace(b" 88:1", b" -")
+    assert summarize([no_person])["person"] is False
+    assert summarize([STATSD])["person"] is None
+
+
+def test_a_process_without_a_config_directory_is_previewed_as_no_person(tmp_path: Path) -> None:
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("POPCON_", "XDG_")) and k != "HOME"
+    }
+    environ.update(POPCON_CACHE_DIR=str(tmp_path / "cache"), POPCON_ENV="lab")
+    command = [sys.executable, "-m", "popcon", "preview", "--", sys.executable, "-c"]
+    text = subprocess.run(
+        [*command, "import hypothesis"], env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert text.returncode == 0, text.stderr
+    assert "lib hypothesis " in text.stdout and " direct env -\n" in text.stdout
+    assert "# counted as a process, not as a person: no usable secret" in text.stdout
+    environ["HOME"] = str(tmp_path / "home")
+    counted = subprocess.run(
+        [*command, "import hypothesis"], env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert counted.returncode == 0, counted.stderr
+    assert "not as a person" not in counted.stdout
+    assert (tmp_path / "home" / ".config" / "popcon" / "secret").exists()

@@ -135,10 +135,10 @@ def test_the_recorders_signed_datagrams_are_taken_by_a_collector_with_its_key(
     recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = recorder.core.Config({"POPCON_ENV": "lab", "POPCON_KEY": KEY.decode()})
-    datagrams = recorder.core._use_datagrams(config, ["lib six 1.16.0 direct env"] * 3)
+    datagrams = recorder.core._use_datagrams(config, ["lib six 1.16.0 direct env -"] * 3)
     decode = make_decoder(key=KEY)
     assert all(isinstance(decode(d), UseReport) for d in datagrams)
     assert [decode(d) for d in datagrams] == ["replay"] * len(datagrams)
     monkeypatch.setattr(time, "time", lambda: T0 - 3600)  # an hour slow
-    late = recorder.core._use_datagrams(config, ["lib six 1.16.0 direct env"])
+    late = recorder.core._use_datagrams(config, ["lib six 1.16.0 direct env -"])
     assert decode(late[0]) == "stale"

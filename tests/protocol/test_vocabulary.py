@@ -45,6 +45,13 @@ def test_the_core_spells_the_datagram_and_its_fields_as_the_protocol(recorder) -
     assert core.LEVELS == protocol.LEVELS
     assert core.ORIGINS == protocol.ORIGINS
     assert core.MAX_ENV_LABEL == protocol.MAX_ENV_LABEL
+    assert core.NO_PERSON == protocol.NO_PERSON
+    assert core.SKETCH_PRECISION == protocol.SKETCH_PRECISION
+
+
+@given(key=st.binary(min_size=32, max_size=32), name=NAME_TEXT)
+def test_the_recorders_person_fields_are_the_protocols(copies, key: bytes, name: str) -> None:
+    assert protocol.PERSON_RE.match(copies.core.contribution(key, name))
 
 
 def test_the_rare_parts_spell_labels_inventories_and_statsd_as_the_protocol(recorder) -> None:
@@ -54,11 +61,14 @@ def test_the_rare_parts_spell_labels_inventories_and_statsd_as_the_protocol(reco
     assert rare.MAX_LABEL_KEY == protocol.MAX_LABEL_KEY
     assert rare.MAX_LABEL_VALUE == protocol.MAX_LABEL_VALUE
     assert rare.DEFAULT_STATSD_PREFIX == protocol.DEFAULT_STATSD_PREFIX
+    assert rare.MAX_REQUIRES == protocol.MAX_REQUIRES
+    assert rare.REQUIRES_NONE == protocol.REQUIRES_NONE
 
 
 def test_the_map_builder_spells_names_and_versions_as_the_protocol(recorder) -> None:
     assert recorder.map.MAX_NAME == protocol.MAX_NAME
     assert recorder.map.MAX_VERSION == protocol.MAX_VERSION
+    assert recorder.map.REQUESTED_FIELDS == protocol.REQUESTED_FIELDS
 
 
 def test_label_characters_are_the_protocols(recorder) -> None:

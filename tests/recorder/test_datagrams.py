@@ -36,7 +36,7 @@ def _config(recorder, **settings: str):
 def test_use_datagrams_stay_within_max_datagram_and_number_in_order(recorder) -> None:
     core = recorder.core
     config = _config(recorder, POPCON_LABELS="hub=one,team=x", POPCON_KEY="k")
-    records = [f"lib pkg-{i:04d} 1.0.{i} direct env" for i in range(200)]
+    records = [f"lib pkg-{i:04d} 1.0.{i} direct env 1234:5" for i in range(200)]
     datagrams = core._use_datagrams(config, records)
     assert len(datagrams) > 1
     carried = []
@@ -44,7 +44,7 @@ def test_use_datagrams_stay_within_max_datagram_and_number_in_order(recorder) ->
         assert len(datagram) <= core.MAX_DATAGRAM
         lines = datagram.decode("utf-8").split("\n")
         assert lines[:5] == [
-            f"popcon/1 use {seq}",
+            f"popcon/2 use {seq}",
             "env lab",
             lines[2],
             "label hub=one",
@@ -60,7 +60,7 @@ def test_use_datagrams_stay_within_max_datagram_and_number_in_order(recorder) ->
 def test_use_datagrams_with_a_long_header_and_multibyte_label(recorder) -> None:
     core = recorder.core
     config = _config(recorder, POPCON_ENV="é" * 200, POPCON_KEY="k")
-    records = [f"lib p{i} 1 direct env" for i in range(300)]
+    records = [f"lib p{i} 1 direct env -" for i in range(300)]
     datagrams = core._use_datagrams(config, records)
     assert all(len(d) <= core.MAX_DATAGRAM for d in datagrams)
     assert max(len(d) for d in datagrams) > core.MAX_DATAGRAM - core.HEAD_ROOM - 20
@@ -74,7 +74,7 @@ def test_header_lines(recorder) -> None:
 
 
 def test_signature_line_is_hmac_sha256_of_everything_before_it(recorder) -> None:
-    payload = b"popcon/1 use 0\nenv e\npy 3.9\nlib six 1.16.0 direct env\n"
+    payload = b"popcon/2 use 0\nenv e\npy 3.9\nlib six 1.16.0 direct env 12:1\n"
     signed = recorder.rare.sign(b"secret", payload)
     digest = hmac.new(b"secret", payload, hashlib.sha256).hexdigest()[:32]
     assert signed == payload + f"sig {digest}\n".encode()
@@ -111,7 +111,7 @@ def test_inventory_parts(recorder, tmp_path: Path, count: int) -> None:
     for part, datagram in enumerate(datagrams, 1):
         assert len(datagram) <= recorder.core.MAX_DATAGRAM
         lines = datagram.decode().splitlines()
-        assert lines[0] == f"popcon/1 inv 0a1b2c3d {part} {parts}"
+        assert lines[0] == f"popcon/2 inv 0a1b2c3d {part} {parts}"
         assert lines[1] == "env lab"
         sent.extend(lines[3:])
     assert sent == [f"dist {name} {version}" for name, version in dists]

@@ -12,20 +12,25 @@ from types import SimpleNamespace
 import pytest
 
 RECORDS = [
-    "lib pandas 2.2.0 direct env",
-    "lib numpy 1.26.4 transitive env pandas",
-    "lib numpy 1.26.4 upgrade env",
+    ("jupyterhub", "5.2.1", "prog", "env", ""),
+    ("jupyterhub", "5.2.1", "program", "env", ""),
+    ("pandas", "2.2.0", "direct", "env", ""),
+    ("numpy", "1.26.4", "transitive", "env", "pandas"),
+    ("numpy", "1.26.4", "upgrade", "env", ""),
+    ("jupyterhub", "5.2.1", "claimed", "env", ""),
 ]
 
 
 def test_statsd_lines_with_the_default_prefix(recorder) -> None:
     assert recorder.rare.DEFAULT_STATSD_PREFIX == "python_popcon"
     assert recorder.rare.statsd_datagrams(RECORDS, True) == [
+        b"python_popcon.library_used.jupyterhub:1|c\n"
         b"python_popcon.library_used.pandas:1|c\n"
         b"python_popcon.library_used.numpy:1|c\n"
         b"python_popcon.reports:1|c\n"
     ]
-    assert recorder.rare.statsd_datagrams(RECORDS[2:], False) == []  # upgrades are not counted
+    # a program is no library, and an upgrade or a claim is no new use
+    assert recorder.rare.statsd_datagrams(RECORDS[:1] + RECORDS[4:], False) == []
 
 
 @pytest.mark.parametrize(
@@ -44,12 +49,12 @@ def test_statsd_lines_with_the_default_prefix(recorder) -> None:
 def test_statsd_prefix_rules(recorder, monkeypatch, setting: str, prefix: str) -> None:
     assert recorder.rare.statsd_prefix(setting) == prefix
     monkeypatch.setenv("POPCON_STATSD_PREFIX", setting)
-    (datagram,) = recorder.rare.statsd_datagrams(RECORDS[:1], False)
+    (datagram,) = recorder.rare.statsd_datagrams(RECORDS[2:3], False)
     assert datagram == f"{prefix}.library_used.pandas:1|c\n".encode()
 
 
 def test_statsd_lines_are_split_into_datagrams(recorder) -> None:
-    records = [f"lib distribution-{i:04d} 1.0 direct env" for i in range(300)]
+    records = [(f"distribution-{i:04d}", "1.0", "direct", "env", "") for i in range(300)]
     datagrams = recorder.rare.statsd_datagrams(records, True)
     assert len(datagrams) > 1
     assert all(len(d) <= recorder.core.MAX_DATAGRAM for d in datagrams)

@@ -216,7 +216,7 @@ def test_debug_prints_every_datagram_sent(workload_venv, recorder_env, listener,
     assert datagrams
     for datagram in datagrams:
         assert datagram.text in result.stderr
-    assert result.stderr.count("popcon/1 ") == len(datagrams)
+    assert result.stderr.count("popcon/2 ") == len(datagrams)
 
 
 # --------------------------------------------------------------------------- statsd

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from recorder_testlib import (
@@ -22,7 +22,10 @@ from recorder_testlib import (
     final_levels,
     first_records,
     popcon_cli,
+    programs,
     run,
+    run_cell,
+    running_kernel,
     use_libs,
     with_oracle,
     write_dist_info,
@@ -131,8 +134,10 @@ def test_preview_text_prints_the_datagrams(workload_venv, recorder_env, listener
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "hello\n" in result.stdout
-    assert "popcon/1 use 0\n" in result.stdout
-    assert f"lib pyyaml {workload_venv.metadata_versions()['pyyaml']} direct env\n" in result.stdout
+    assert "popcon/2 use 0\n" in result.stdout
+    version = workload_venv.metadata_versions()["pyyaml"]
+    assert re.search(rf"^lib pyyaml {re.escape(version)} direct env \d+:\d+$", result.stdout, re.M)
+    assert "not as a person" not in result.stdout  # HOME is set: the user has a secret
     assert listener.settle() == []
 
 
@@ -222,14 +227,18 @@ def test_python_dash_c(workload_venv, workload_versions, recorder_env, listener,
 
 
 def test_python_dash_m(workload_venv, recorder_env, listener, workdir):
-    """``python -m requests.help``: requests is direct, what it imports is transitive."""
+    """``python -m requests.help``: an installed distribution's module run as the program, so
+    requests is the process's program and what it imports is the program's."""
     result = run([workload_venv.python, "-m", "requests.help"], env=recorder_env(), cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert '"requests"' in result.stdout
-    first = first_records(use_libs(listener.datagrams()))
-    assert first["requests"].level == "direct"
-    assert first["idna"].level == "transitive" and first["idna"].importer == "requests"
+    datagrams = listener.datagrams()
+    assert [p.name for p in programs(datagrams)] == ["requests"]
+    first = first_records(use_libs(datagrams))
+    assert first["requests"].level == "program"
+    assert first["idna"].level == "program" and first["idna"].importer == "requests"
     assert first["urllib3"].importer == "requests"
+    assert "direct" not in {lib.level for lib in first.values()}
 
 
 def test_stdlib_only_process_sends_nothing(workload_venv, recorder_env, listener, workdir):
@@ -400,48 +409,20 @@ def test_pth_executed_twice_counts_once(new_venv, home, recorder_env, listener, 
 # --------------------------------------------------------------------------- Jupyter
 
 
-def _kernel_manager(venv, tmp_path: Path, env: dict):
-    from jupyter_client import KernelManager
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    spec_dir = tmp_path / "kernels" / "popcon-workload"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [str(venv.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "popcon workload",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
-    manager = KernelManager(kernel_name="popcon-workload", kernel_spec_manager=specs)
-    manager.start_kernel(env=env, cwd=str(tmp_path))
-    return manager
-
-
 def test_jupyter_kernel_sigkilled_after_import(
     workload_venv, workload_versions, recorder_env, listener, tmp_path
 ):
-    """A real ipykernel, driven with jupyter_client: the cell's import is direct, what pandas
-    pulls in is transitive, a later cell's `import numpy` is an upgrade, and all of it arrived
-    although the kernel is SIGKILLed one second after the reply (no exit hook runs)."""
+    """A real ipykernel, driven with jupyter_client: ipykernel is the program and its machinery
+    the program's, the cell's import is direct, what pandas pulls in is transitive, a later
+    cell's `import numpy` is an upgrade, and all of it arrived although the kernel is SIGKILLed
+    one second after the reply (no exit hook runs)."""
     env = recorder_env(JUPYTER_PATH=str(tmp_path / "jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path))
-    manager = _kernel_manager(workload_venv, tmp_path, env)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=120)
-        reply = client.execute_interactive("import pandas", timeout=120)
-        assert reply["content"]["status"] == "ok", reply["content"]
-        reply = client.execute_interactive("import numpy as np; np.zeros(1)", timeout=60)
-        assert reply["content"]["status"] == "ok", reply["content"]
+    with running_kernel(workload_venv, tmp_path, env) as (manager, client):
+        run_cell(client, "import pandas")
+        run_cell(client, "import numpy as np; np.zeros(1)", timeout=60)
         time.sleep(1)
         os.kill(manager.provisioner.process.pid, signal.SIGKILL)
         manager.provisioner.process.wait(30)
-    finally:
-        client.stop_channels()
-        if manager.has_kernel:
-            manager.shutdown_kernel(now=True)
-        manager.cleanup_resources()
 
     def arrived(raws):
         levels = final_levels(_libs(raws))
@@ -453,5 +434,7 @@ def test_jupyter_kernel_sigkilled_after_import(
     assert first["pandas"] == Lib("pandas", workload_versions["pandas"], "direct", "env")
     assert first["numpy"].level == "transitive" and first["numpy"].importer == "pandas"
     assert [lib.level for lib in by_name(libs)["numpy"]] == ["transitive", "upgrade"]
-    assert first["ipykernel"].level == "direct"  # python -m ipykernel_launcher
+    assert [p.name for p in programs(listener.datagrams())] == ["ipykernel"]
+    assert first["ipykernel"].level == "program"  # python -m ipykernel_launcher
+    assert first["tornado"].level == "program" and first["pyzmq"].level == "program"
     _check_versions_and_edges(first, workload_versions)

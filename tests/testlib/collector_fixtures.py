@@ -77,8 +77,8 @@ def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_ctx() -> Iterator[Callable[..., Any]]:
-    """``make_ctx(db, min_count=3, api_auth=None, metrics_auth=None)`` → a ServerContext whose
-    clock stands at ``timing.NOW``; readers are closed after the test."""
+    """``make_ctx(db, min_count=3, api_auth=None, metrics_auth=None, min_users=3)`` → a
+    ServerContext whose clock stands at ``timing.NOW``; readers are closed after the test."""
     from popcon.server.web.auth import OpenAuth
     from popcon.server.web.base import Reader, ServerContext
     from popcon.server.web.metrics import make_registry
@@ -86,17 +86,22 @@ def make_ctx() -> Iterator[Callable[..., Any]]:
     readers = []
 
     def make(
-        db: Path, min_count: int = 3, api_auth: Any = None, metrics_auth: Any = None
+        db: Path,
+        min_count: int = 3,
+        api_auth: Any = None,
+        metrics_auth: Any = None,
+        min_users: int = 3,
     ) -> ServerContext:
         reader = Reader(str(db))
         readers.append(reader)
         return ServerContext(
             reader=reader,
             min_count=min_count,
+            min_users=min_users,
             api_auth=api_auth or OpenAuth(),
             metrics_auth=metrics_auth or OpenAuth(),
             now=FakeClock(NOW),
-            registry=make_registry(reader.connection, min_count),
+            registry=make_registry(reader.connection, min_count, min_users, FakeClock(NOW)),
         )
 
     yield make

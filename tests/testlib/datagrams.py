@@ -7,6 +7,7 @@ with these builders, and the tests would notice.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import time
@@ -24,6 +25,15 @@ PANDAS_PROCESS: list[Lib] = [
     ("numpy", "1.26.4", "transitive", "env", "pandas"),
     ("python-dateutil", "2.9.0", "transitive", "env", "pandas"),
 ]
+
+
+def person_of(secret: bytes, name: str) -> str:
+    """A person field, ``<register>:<rank>``, as docs/protocol.md defines it: the first 8 bytes
+    of BLAKE2b keyed with the secret over the library's name; the high 14 bits the register,
+    the rank one more than the leading zeros of the low 50."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8, key=secret).digest()
+    value = int.from_bytes(digest, "big")
+    return f"{value >> 50}:{51 - (value & (2**50 - 1)).bit_length()}"
 
 
 def sign(data: bytes, key: bytes, *, minute: int | None = None, nonce: str | None = None) -> bytes:
@@ -54,6 +64,36 @@ def use_datagram(
     lines = [f"popcon/1 use {seq}", f"env {env}", f"py {py}"]
     lines += [f"label {k}={v}" for k, v in labels]
     lines += ["lib " + " ".join(lib) for lib in libs]
+    return _datagram(lines, key)
+
+
+def use_datagram_2(
+    env: str,
+    libs: Iterable[Lib],
+    secret: bytes | None,
+    *,
+    program: tuple[str, str, str] | None = None,
+    seq: int = 0,
+    py: str = "3.11",
+    labels: Iterable[tuple[str, str]] = (),
+    key: bytes | None = None,
+) -> bytes:
+    """A ``popcon/2 use`` datagram of ``libs`` ((name, version, level, origin[, importer])) and,
+    if given, the ``prog`` record of ``program`` ((name, version, origin)), each with the person
+    field of ``secret`` for its name (``-`` when ``secret`` is None); signed with ``key`` if
+    given."""
+
+    def person(name: str) -> str:
+        return "-" if secret is None else person_of(secret, name)
+
+    lines = [f"popcon/2 use {seq}", f"env {env}", f"py {py}"]
+    lines += [f"label {k}={v}" for k, v in labels]
+    for lib in libs:
+        name, version, level, origin, *importer = lib
+        lines.append(" ".join(["lib", name, version, level, origin, person(name), *importer]))
+    if program is not None:
+        name, version, origin = program
+        lines.append(f"prog {name} {version} {origin} {person(name)}")
     return _datagram(lines, key)
 
 

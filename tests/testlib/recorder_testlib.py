@@ -41,6 +41,8 @@ BASE_PYTHON = os.environ.get("POPCON_TEST_PYTHON") or sys.executable
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,98}[a-z0-9])?\Z")
 VERSION_RE = re.compile(r"[!-~]{1,64}\Z")
+_NAME = r"[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?"
+REQUIRES_RE = re.compile(rf"(?:-|{_NAME}(?:,{_NAME}){{0,31}})\Z")
 LABEL_KEY_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}\Z")
 LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}\Z")
 PY_RE = re.compile(r"[0-9]+\.[0-9]+\Z")
@@ -48,7 +50,10 @@ INV_ID_RE = re.compile(r"[0-9a-f]{8}\Z")
 SIG_RE = re.compile(r"[0-9a-f]{32}\Z")
 TIME_LINE_RE = re.compile(r"t [0-9]{1,12} [0-9a-f]{16}\Z")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-LEVELS = ("direct", "transitive", "upgrade")
+#: ``-``, or ``<register>:<rank>``: register 0 to 16383, rank 1 to 51, no leading zeros.
+PERSON_RE = re.compile(r"(?:-|(?:0|[1-9][0-9]{0,4}):(?:[1-9]|[1-4][0-9]|5[01]))\Z")
+LEVELS = ("direct", "transitive", "upgrade", "program", "claimed")
+FIRST_LEVELS = ("direct", "transitive", "program")
 ORIGINS = ("env", "user")
 
 
@@ -63,6 +68,18 @@ class Lib:
     level: str
     origin: str
     importer: str | None = None
+    #: ``<register>:<rank>`` or ``-``; left out of comparisons (tests about it read it)
+    person: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Prog:
+    """A ``prog`` line: the process's program."""
+
+    name: str
+    version: str
+    origin: str
+    person: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -78,7 +95,10 @@ class Datagram:
     parts: int | None = None
     libs: list = field(default_factory=list)
     dists: list = field(default_factory=list)
+    #: name -> (requested field, [requires]) of the dist lines that say why
+    reasons: dict = field(default_factory=dict)
     sig: str | None = None
+    program: Prog | None = None
 
     @property
     def text(self) -> str:
@@ -96,7 +116,7 @@ def _check_name(name: str, line: str) -> None:
 
 
 def parse_datagram(raw: bytes) -> Datagram:
-    """Parse one popcon/1 datagram, raising ProtocolError on anything the protocol forbids."""
+    """Parse one popcon/2 datagram, raising ProtocolError on anything the protocol forbids."""
     if len(raw) > MAX_DATAGRAM:
         raise ProtocolError(f"datagram of {len(raw)} bytes > {MAX_DATAGRAM}")
     try:
@@ -107,7 +127,7 @@ def parse_datagram(raw: bytes) -> Datagram:
         raise ProtocolError("no final newline")
     lines = text[:-1].split("\n")
     first = lines[0].split(" ")
-    if first[0] != "popcon/1":
+    if first[0] != "popcon/2":
         raise ProtocolError(f"bad first line {lines[0]!r}")
     if first[1:2] == ["use"] and len(first) == 3 and first[2].isdigit():
         kind, seq = "use", int(first[2])
@@ -156,30 +176,51 @@ def parse_datagram(raw: bytes) -> Datagram:
                 raise ProtocolError(f"bad t line {line!r}")
         elif fields[0] == "lib" and kind == "use":
             datagram.libs.append(_parse_lib(fields, line))
-        elif fields[0] == "dist" and kind == "inv" and len(fields) == 3:
+        elif fields[0] == "prog" and kind == "use" and len(fields) == 5:
+            if datagram.program is not None:
+                raise ProtocolError(f"a second prog line {line!r}")
+            _check_name(fields[1], line)
+            if not VERSION_RE.match(fields[2]) or fields[3] not in ORIGINS:
+                raise ProtocolError(f"bad prog line {line!r}")
+            _check_person(fields[4], line)
+            datagram.program = Prog(fields[1], fields[2], fields[3], fields[4])
+        elif fields[0] == "dist" and kind == "inv" and len(fields) in (3, 5):
             _check_name(fields[1], line)
             if not VERSION_RE.match(fields[2]):
                 raise ProtocolError(f"bad version in {line!r}")
+            if len(fields) == 5:
+                if fields[3] not in ("r", "-", "?") or not REQUIRES_RE.match(fields[4]):
+                    raise ProtocolError(f"bad requested or requires field in {line!r}")
+                requires = [] if fields[4] == "-" else fields[4].split(",")
+                datagram.reasons[fields[1]] = (fields[3], requires)
             datagram.dists.append((fields[1], fields[2]))
         else:
             raise ProtocolError(f"unexpected line {line!r} in a {kind} datagram")
     return datagram
 
 
+def _check_person(person: str, line: str) -> None:
+    if not PERSON_RE.match(person) or (person != "-" and int(person.split(":")[0]) > 16383):
+        raise ProtocolError(f"bad person in {line!r}")
+
+
 def _parse_lib(fields: list, line: str) -> Lib:
-    if len(fields) not in (5, 6):
+    if len(fields) not in (6, 7):
         raise ProtocolError(f"bad lib line {line!r}")
-    _, name, version, level, origin, *importer = fields
+    _, name, version, level, origin, person, *importer = fields
     _check_name(name, line)
     if not VERSION_RE.match(version):
         raise ProtocolError(f"bad version in {line!r}")
     if level not in LEVELS or origin not in ORIGINS:
         raise ProtocolError(f"bad level or origin in {line!r}")
-    if (level == "transitive") != bool(importer):
-        raise ProtocolError(f"importer must be given with transitive only: {line!r}")
+    _check_person(person, line)
+    if level == "transitive" and not importer:
+        raise ProtocolError(f"a transitive record names its importer: {line!r}")
+    if importer and level not in ("transitive", "program"):
+        raise ProtocolError(f"an importer with transitive or program only: {line!r}")
     if importer:
         _check_name(importer[0], line)
-    return Lib(name, version, level, origin, importer[0] if importer else None)
+    return Lib(name, version, level, origin, importer[0] if importer else None, person)
 
 
 def signature(raw: bytes, key: str) -> str:
@@ -219,18 +260,25 @@ def by_name(libs: Iterable[Lib]) -> dict:
     return out
 
 
-def first_records(libs: Iterable[Lib]) -> dict:
-    """name -> the first (direct or transitive) record, for the datagrams of ONE process.
+#: what a later record of a library says it was first: an upgrade, transitive; a claim, program
+BEFORE = {"upgrade": "transitive", "claimed": "program"}
 
-    Fails when a distribution was reported twice, or upgraded without being transitive first.
+
+def first_records(libs: Iterable[Lib]) -> dict:
+    """name -> the first (direct, transitive or program) record, for the datagrams of ONE
+    process.
+
+    Fails when a distribution was reported twice, upgraded without being transitive first or
+    claimed without being the program's first, or when its records carry different persons.
     """
     first: dict = {}
     for lib in libs:
-        if lib.level == "upgrade":
+        if lib.level in BEFORE:
             previous = first.get(lib.name)
-            assert previous is not None and previous.level == "transitive", (
-                f"upgrade of {lib.name} that was not reported transitive before"
+            assert previous is not None and previous.level == BEFORE[lib.level], (
+                f"{lib.level} of {lib.name} that was not reported {BEFORE[lib.level]} before"
             )
+            assert lib.person == previous.person, f"{lib.name}: two persons in one process"
         else:
             assert lib.name not in first, f"{lib.name} reported twice: {first[lib.name]}, {lib}"
             first[lib.name] = lib
@@ -238,22 +286,32 @@ def first_records(libs: Iterable[Lib]) -> dict:
 
 
 def final_levels(libs: Iterable[Lib]) -> dict:
-    """name -> "direct" or "transitive" after upgrades, for the datagrams of ONE process."""
+    """name -> "direct", "transitive" or "program" after upgrades and claims, for the
+    datagrams of ONE process."""
     libs = list(libs)
     levels = {name: lib.level for name, lib in first_records(libs).items()}
     for lib in libs:
-        if lib.level == "upgrade":
+        if lib.level in BEFORE:
             levels[lib.name] = "direct"
     return levels
+
+
+def programs(datagrams: Iterable[Datagram]) -> list:
+    """The ``prog`` records of these datagrams, in arrival order."""
+    return [d.program for d in datagrams if d.program is not None]
 
 
 # --------------------------------------------------------------------------- UDP listener
 
 
 class UdpListener:
-    """Collects datagrams arriving on a loopback port, from a background thread."""
+    """Collects datagrams arriving on a loopback port, from a background thread; with
+    ``forward_to``, also passes each on to that address (a relay reading what recorders really
+    sent on its way to a collector)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, forward_to: tuple[str, int] | None = None
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
@@ -261,6 +319,7 @@ class UdpListener:
         self.sock.settimeout(0.05)
         self.host = host
         self.port = self.sock.getsockname()[1]
+        self.forward_to = forward_to
         self.received: list = []
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -291,6 +350,8 @@ class UdpListener:
             with self._changed:
                 self.received.append(data)
                 self._changed.notify_all()
+            if self.forward_to is not None:
+                self.sock.sendto(data, self.forward_to)
 
     def wait_for(self, predicate: Callable[[list], bool], timeout: float = 15.0) -> bool:
         """Wait until predicate(raw datagrams) holds; False after timeout."""
@@ -417,6 +478,43 @@ def create_venv(path: Path, *, system_site_packages: bool = False, with_pip: boo
         args.append("--system-site-packages")
     subprocess.run(args, check=True, capture_output=True)
     return Venv(path)
+
+
+@contextlib.contextmanager
+def running_kernel(venv: Venv, tmp_path: Path, env: dict) -> Iterator:
+    """``with running_kernel(venv, tmp_path, env) as (manager, client)``: an ipykernel of
+    ``venv`` (``python -m ipykernel_launcher``, its kernelspec under ``tmp_path``) started by
+    jupyter_client and ready, its client's channels open; all of it stopped afterwards."""
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec_dir = tmp_path / "kernels" / "popcon-workload"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [str(venv.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "popcon workload",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    manager = KernelManager(kernel_name="popcon-workload", kernel_spec_manager=specs)
+    manager.start_kernel(env=env, cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        yield manager, client
+    finally:
+        client.stop_channels()
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=True)
+        manager.cleanup_resources()
+
+
+def run_cell(client, code: str, timeout: float = 120) -> None:
+    """Execute one cell in a kernel and check that it ran."""
+    reply = client.execute_interactive(code, timeout=timeout)
+    assert reply["content"]["status"] == "ok", reply["content"]
 
 
 def pip_install(venv: Venv, *args, env_extra: Mapping | None = None) -> None:

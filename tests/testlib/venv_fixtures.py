@@ -34,6 +34,9 @@ WORKLOAD_REQUIREMENTS = (
     "protobuf",
     "googleapis-common-protos",
     "ipykernel",
+    "jupyterhub",  # jupyterhub-singleuser: a Hub's single-user server, run in this venv
+    "jupyter_server",
+    "pytest",  # a console script (`pytest`) and `python -m pytest` over a user's tests
     "six",  # a single-file module (six.py)
     "typing_extensions",  # a single-file module whose name needs PEP 503 normalising
     "ujson",  # a compiled single-file extension (ujson.cpython-*.so)

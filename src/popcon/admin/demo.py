@@ -1,14 +1,14 @@
 """``popcon demo``: the whole job on the embedded default, end to end, on this machine.
 
-It starts a collector on a temporary SQLite file, enables the recorder in a fresh virtual
-environment with real libraries from PyPI, runs a few realistic workloads there, prints the
-``popcon top`` table and where the collector answers, and serves until Ctrl-C (``--exit`` stops
+It starts a collector on a temporary SQLite file (or ``--db PATH``, kept), enables the recorder
+in a virtual environment with real libraries from PyPI (kept in ``~/.cache/popcon/demo-venv``
+for the next run, recording left enabled there), runs a few realistic workloads there, prints
+the ``popcon top`` table and the dashboard's address, and serves until Ctrl-C (``--exit`` stops
 right after the table). Everything it starts, it stops.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -20,6 +20,8 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+
+from popcon.arguments import Parser
 
 WORKLOAD_PACKAGES = ("pandas", "requests", "PyYAML", "beautifulsoup4")
 
@@ -91,28 +93,43 @@ def _workload_venv(directory: Path) -> Path:
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python
     shutil.rmtree(directory, ignore_errors=True)
-    _say(f"creating a virtual environment with {wanted} in {directory}")
+    _say(f"creating a virtual environment in {directory} (kept for the next run)")
     subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            *WORKLOAD_PACKAGES,
-        ],
-        check=True,
-    )
+    _say(f"installing {wanted} from PyPI into it (about half a minute, the first time only)")
+    _pip_install(python, WORKLOAD_PACKAGES)
     marker.write_text(wanted)
     return python
 
 
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+#: The lines of pip's output that show how far it got.
+_PIP_PROGRESS = ("Collecting ", "Installing collected packages", "Successfully installed")
+
+
+def _pip_install(python: Path, packages: tuple[str, ...]) -> None:
+    """``pip install`` with its progress shown a line per package, and its whole output
+    when it fails."""
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *packages]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    output = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith(_PIP_PROGRESS):
+            _say("pip: " + line.strip())
+    if process.wait() != 0:
+        sys.stderr.write("".join(output))
+        raise SystemExit(f"popcon demo: pip install failed with status {process.returncode}")
+
+
+def _wait_for_http(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            sys.stderr.write(log.read_text(errors="replace"))
             raise SystemExit(f"popcon demo: the collector exited with status {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1):
@@ -122,14 +139,19 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 
     raise SystemExit(f"popcon demo: the collector did not answer at {url} within {timeout:.0f}s")
 
 
-def run_demo(*, exit_after_table: bool, cache: Path) -> int:
+def run_demo(*, exit_after_table: bool, cache: Path, db: Path | None = None) -> int:
     udp_port = _free_port(socket.SOCK_DGRAM)
     http_port = _free_port(socket.SOCK_STREAM)
     url = f"http://127.0.0.1:{http_port}"
     python = _workload_venv(cache / "demo-venv")
     with tempfile.TemporaryDirectory(prefix="popcon-demo-") as scratch:
-        database = Path(scratch, "popcon.sqlite")
-        _say(f"starting the collector: UDP 127.0.0.1:{udp_port}, HTTP {url}, SQLite {database}")
+        database = db or Path(scratch, "popcon.sqlite")
+        kept = "kept" if db else "removed at the end; --db PATH keeps one"
+        _say(f"starting the collector: UDP 127.0.0.1:{udp_port}, HTTP {url}")
+        _say(f"its database: {database} ({kept})")
+        _say("it shows what fewer than 3 people used (--min-users 1): the demo is one person")
+        log = Path(scratch, "collector.log")
+        log_file = log.open("w")
         collector = subprocess.Popen(
             _popcon(
                 "serve",
@@ -140,10 +162,16 @@ def run_demo(*, exit_after_table: bool, cache: Path) -> int:
                 "--db",
                 str(database),
                 "--open",
+                # One person runs the workloads: show rows fewer than 3 people used, which a
+                # real collector hides.
+                "--min-users",
+                "1",
             ),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for_http(f"{url}/api/v1/environments", collector)
+            _wait_for_http(f"{url}/api/v1/environments", collector, log)
             subprocess.run(_popcon("enable", "--python", str(python)), check=True)
             environ = dict(
                 os.environ,
@@ -169,9 +197,11 @@ def run_demo(*, exit_after_table: bool, cache: Path) -> int:
             print(flush=True)
             subprocess.run(_popcon("top", "--since", "6h", "--server", url), check=False)
             print(flush=True)
+            _say(f"open the dashboard in a browser: {url}/")
+            _say(f"(the API is under {url}/api/v1/, the metrics at {url}/metrics)")
             _say(
-                f"the collector answers at {url}/ (API under {url}/api/v1/, metrics at "
-                f"{url}/metrics)"
+                f"recording stays enabled in {python.parent.parent}, for the next run "
+                f"(undo: popcon disable --python {python}, or remove the directory)"
             )
             if not exit_after_table:
                 _say("serving until Ctrl-C")
@@ -186,12 +216,14 @@ def run_demo(*, exit_after_table: bool, cache: Path) -> int:
                     collector.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     collector.kill()
-            _say("stopped the collector")
+            log_file.close()
+            gone = "" if db else " and removed its temporary database"
+            _say(f"stopped the collector{gone}")
     return 0
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="popcon demo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="popcon demo", description=__doc__.splitlines()[0])
     parser.add_argument("--exit", action="store_true", help="exit right after the table (CI)")
     parser.add_argument(
         "--cache",
@@ -199,5 +231,11 @@ def main(argv: list[str]) -> int:
         default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popcon",
         help="where the workload's virtual environment is kept between runs",
     )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="keep the collector's database here (default: a temporary file, removed)",
+    )
     arguments = parser.parse_args(argv)
-    return run_demo(exit_after_table=arguments.exit, cache=arguments.cache)
+    return run_demo(exit_after_table=arguments.exit, cache=arguments.cache, db=arguments.db)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from popcon import __version__
-from popcon.recorder.core import DEFAULT_COLLECTOR
+from popcon.recorder.core import DEFAULT_COLLECTOR, cache_directory, path_key
 from popcon.recorder.hook import opted_out
 
 PTH_NAME = "popcon.pth"
@@ -49,6 +49,7 @@ except AttributeError:
     sites = [paths["purelib"]]
 print(json.dumps({
     "executable": sys.executable,
+    "prefix": sys.prefix,
     "version": "%d.%d" % sys.version_info[:2],
     "purelib": paths["purelib"],
     "platlib": paths["platlib"],
@@ -231,14 +232,29 @@ def enable(python: str | None = None, *, pth: bool = False) -> dict[str, Any]:
     return {"site": str(site), "python": interpreter["executable"], "start": start, "maps": maps}
 
 
+def user_cache_files(interpreter: dict[str, Any]) -> list[Path]:
+    """What the recorder of this environment keeps in this user's cache directory
+    (``POPCON_CACHE_DIR``, else ``~/.cache/popcon``) where site-packages is not writable: the
+    module maps of the environment's site directories and its default label. The user site's
+    map stays: other environments of the same Python share it."""
+    cache = cache_directory()
+    if cache is None:
+        return []
+    names = [f"map-{path_key(site)}.marshal" for site in interpreter["sites"]]
+    names.append(f"label-{path_key(interpreter['prefix'])}")
+    return [Path(cache, name) for name in names]
+
+
 def disable(python: str | None = None) -> dict[str, Any]:
-    """Remove everything ``enable`` wrote; idempotent."""
+    """Remove everything ``enable`` wrote, and what the recorder kept of this environment in
+    the user's cache directory; idempotent."""
     interpreter = describe_interpreter(python)
     site = Path(interpreter["purelib"])
     removed = []
     # What starts recording goes first: recording stops before the files it needs go.
     targets = [*_start_files(site, "pth"), *_start_files(site, "sitecustomize")]
     targets += [site / name for name in RECORDER_FILES] + _compiled(site, RECORDER_FILES)
+    targets += user_cache_files(interpreter)
     try:
         for path in targets:
             if path.exists():
@@ -329,6 +345,11 @@ def format_status(report: dict[str, Any]) -> str:
             "they record nothing (popcon enable --pth starts recording from popcon.pth)"
         )
     lines.append(f"collector:  {report['collector']}")
+    if "check" in report:
+        verdict = "receives" if report["check"]["ok"] else "FAILED"  # status gives --server
+        lines.append(f"check:      {verdict}: {report['check']['text']}")
+    else:
+        lines.append("            (--server URL, or popcon check, confirms that it receives)")
     lines.append(f"env label:  {report['environment_label']}")
     if report["environment_label_is_default"]:
         lines.append(

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from popcon.protocol import (
+    CLAIMED,
     DIRECT,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
     STATSD_LIBRARY_USED,
     STATSD_REPORTS,
-    TRANSITIVE,
     UNKNOWN_VERSION,
     UPGRADE,
     USE,
@@ -36,7 +36,12 @@ from popcon.recorder.core import ENV_LABEL_VARIABLES
 
 from .enable import recorder_sources
 
-_USE = f"{PROTOCOL_VERSION} {USE} ".encode("ascii")
+_USE = tuple(f"{version} {USE} ".encode("ascii") for version in PROTOCOL_VERSIONS)
+#: What ``popcon preview`` says of a process whose records carry no person.
+NOT_A_PERSON = (
+    "counted as a process, not as a person: no usable secret (HOME and XDG_CONFIG_HOME unset, "
+    "or the configuration directory not writable)"
+)
 _LIBRARY_USED = f".{STATSD_LIBRARY_USED}.".encode("ascii")  # what follows a statsd prefix
 _REPORTS = f".{STATSD_REPORTS}:".encode("ascii")
 
@@ -147,12 +152,16 @@ def format_datagrams(datagrams: list[bytes], answers: list[Decoded] | None = Non
 
 def summarize(datagrams: list[bytes], answers: list[Decoded] | None = None) -> dict[str, Any]:
     """One entry per library over all the processes, as ``popcon preview --json`` prints it,
-    read from what the collector's decoder makes of the ``use`` datagrams; and, per datagram,
-    whether the collector would accept it."""
+    read from what the collector's decoder makes of the ``use`` datagrams: its level (people's
+    ``direct`` or ``transitive``, or the program's), the programs run, and whether the records
+    count a person (``person``: False when none does, None without records); and, per
+    datagram, whether the collector would accept it."""
     if answers is None:
         answers = collector_answers(datagrams, _command_key())
     libraries: dict[str, dict[str, str | None]] = {}
+    programs: dict[str, dict[str, str | None]] = {}
     labels: dict[str, str] = {}
+    persons: set[bool] = set()
     for datagram, answer in zip(datagrams, answers):
         if not datagram.startswith(_USE) or not isinstance(answer, UseReport):
             continue
@@ -161,8 +170,19 @@ def summarize(datagrams: list[bytes], answers: list[Decoded] | None = None) -> d
         labels.update(answer.labels)
         for record in answer.libs:
             _merge_record(libraries, record)
+            persons.add(record.person is not None)
+        program = answer.program
+        if program is not None:
+            programs[program.name] = {
+                "name": program.name,
+                "version": None if program.version == UNKNOWN_VERSION else program.version,
+                "origin": program.origin,
+            }
+            persons.add(program.person is not None)
     return {
         "libraries": [libraries[name] for name in sorted(libraries)],
+        "programs": [programs[name] for name in sorted(programs)],
+        "person": (True in persons) if persons else None,
         "labels": labels,
         "datagrams": [
             {
@@ -176,16 +196,19 @@ def summarize(datagrams: list[bytes], answers: list[Decoded] | None = None) -> d
 
 
 def _merge_record(libraries: dict[str, dict[str, str | None]], record: LibRecord) -> None:
+    """A library's entry: its first record's level, ``direct`` once people's code imports it
+    (``upgrade``, ``claimed``)."""
+    now_direct = record.level in (DIRECT, UPGRADE, CLAIMED)
     entry = libraries.get(record.name)
     if entry is None:
         libraries[record.name] = {
             "name": record.name,
             "version": None if record.version == UNKNOWN_VERSION else record.version,
-            "level": DIRECT if record.level == UPGRADE else record.level,
+            "level": DIRECT if now_direct else record.level,
             "origin": record.origin,
-            "importer": record.importer if record.level == TRANSITIVE else None,
+            "importer": None if now_direct else record.importer,
         }
-    elif record.level in (DIRECT, UPGRADE):
+    elif now_direct:
         entry["level"] = DIRECT
         entry["importer"] = None
 
@@ -195,7 +218,10 @@ def preview_main(command: list[str], *, json_output: bool) -> int:
     if json_output:
         sys.stdout.write(json.dumps(summarize(datagrams), indent=2) + "\n")
     else:
-        sys.stdout.write(format_datagrams(datagrams))
+        answers = collector_answers(datagrams, _command_key())
+        sys.stdout.write(format_datagrams(datagrams, answers))
+        if summarize(datagrams, answers)["person"] is False:
+            sys.stdout.write(f"# {NOT_A_PERSON}\n")
         if datagrams and not any(os.environ.get(name) for name in ENV_LABEL_VARIABLES):
             sys.stdout.write(
                 "# env: the default label, derived from the environment's prefix "

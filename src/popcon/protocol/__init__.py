@@ -1,4 +1,5 @@
-"""The wire protocol, ``popcon/1``, in code: one definition of each term of ``docs/protocol.md``.
+"""The wire protocol, ``popcon/2`` (and ``popcon/1``, still accepted), in code: one definition
+of each term of ``docs/protocol.md``.
 
 Every part of popcon that reads or builds datagrams takes its vocabulary from here: the
 collector's decoder (:mod:`popcon.protocol.decode`), the server's receiving, storage and query
@@ -15,11 +16,14 @@ from hashlib import sha256
 
 # -- datagrams ---------------------------------------------------------------------------------
 
-#: The first word of every datagram's first line.
-PROTOCOL_VERSION = "popcon/1"
-#: ``popcon/1 use <seq>``: libraries a process imported.
+#: The first word of every datagram's first line: the versions a collector accepts, and the
+#: one recorders send. ``popcon/1`` records carry no person and no ``prog`` record, and only
+#: the levels of :data:`LEVELS_1`.
+PROTOCOL_VERSIONS = ("popcon/1", "popcon/2")
+PROTOCOL_VERSION = "popcon/2"
+#: ``popcon/2 use <seq>``: libraries a process imported.
 USE = "use"
-#: ``popcon/1 inv <id> <part> <parts>``: one part of an environment's inventory.
+#: ``popcon/2 inv <id> <part> <parts>``: one part of an environment's inventory.
 INVENTORY = "inv"
 KINDS = (USE, INVENTORY)
 
@@ -39,20 +43,54 @@ MAX_NAME = 100
 MAX_VERSION = 64
 #: The version field of a distribution whose version is unknown.
 UNKNOWN_VERSION = "-"
+#: Most names in a ``dist`` line's ``<requires>`` field.
+MAX_REQUIRES = 32
 
 # -- record fields -----------------------------------------------------------------------------
 
-#: ``direct``: user code imported it first; ``transitive``: another distribution's code did;
-#: ``upgrade``: reported ``transitive`` before, and now imported by user code too.
+#: ``direct``: people's code imported it first; ``transitive``: a distribution imported it
+#: while running for people's code; ``program``: the program's machinery imported it first;
+#: ``upgrade``: reported ``transitive`` before, now imported by people's code directly;
+#: ``claimed``: reported ``program`` before, now imported by people's code directly.
 DIRECT = "direct"
 TRANSITIVE = "transitive"
 UPGRADE = "upgrade"
-LEVELS = (DIRECT, TRANSITIVE, UPGRADE)
+PROGRAM = "program"
+CLAIMED = "claimed"
+LEVELS = (DIRECT, TRANSITIVE, UPGRADE, PROGRAM, CLAIMED)
+#: The levels a ``popcon/1`` record may carry.
+LEVELS_1 = (DIRECT, TRANSITIVE, UPGRADE)
+#: The levels whose record names an importer (``program``'s only when a distribution's code of
+#: the program imported it).
+IMPORTER_LEVELS = (TRANSITIVE, PROGRAM)
 #: ``env``: the environment's site-packages; ``user``: the user site (``pip install --user``).
 ORIGINS = ("env", "user")
-#: The collector's level and origin of a statsd line, which carries neither (never on the wire
-#: of ``popcon/1``).
+#: A ``dist`` line's ``<requested>`` field: installed on request (its ``.dist-info`` holds
+#: the installer's ``REQUESTED`` marker), not on request (a ``.dist-info`` without one), or
+#: not known (an ``.egg-info``, which has no such marker).
+REQUESTED = "r"
+NOT_REQUESTED = "-"
+REQUESTED_UNKNOWN = "?"
+REQUESTED_FIELDS = (REQUESTED, NOT_REQUESTED, REQUESTED_UNKNOWN)
+#: A ``dist`` line's ``<requires>`` field when it requires no installed distribution.
+REQUIRES_NONE = "-"
+#: The collector's level and origin of a statsd line, which carries neither (never on the
+#: wire).
 UNKNOWN = "unknown"
+
+# -- people ------------------------------------------------------------------------------------
+
+#: The person field of a record whose process has no person (no usable secret).
+NO_PERSON = "-"
+#: HyperLogLog precision of the person field: ``2 ** SKETCH_PRECISION`` registers.
+SKETCH_PRECISION = 14
+#: Largest rank of a person field: ``64 - SKETCH_PRECISION + 1`` (the hash's low 50 bits all 0).
+MAX_RANK = 64 - SKETCH_PRECISION + 1
+#: ``<register>:<rank>`` (register 0..16383, rank 1..51, decimal without leading zeros) or ``-``.
+PERSON_RE = re.compile(
+    r"(?:-|(?:0|[1-9][0-9]{0,3}|1[0-5][0-9]{3}|16[0-2][0-9]{2}|163[0-7][0-9]|1638[0-3])"
+    r":(?:[1-9]|[1-4][0-9]|5[01]))\Z"
+)
 
 # -- field patterns (each matches a whole field) -----------------------------------------------
 
@@ -76,6 +114,12 @@ LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}\Z")
 SEQ_RE = re.compile(r"(?:0|[1-9][0-9]{0,9})\Z")
 #: An inventory's ``<id>``: 8 lower-case hex digits.
 INVENTORY_ID_RE = re.compile(r"[0-9a-f]{8}\Z")
+#: A ``dist`` line's ``<requires>``: 1 to :data:`MAX_REQUIRES` canonical names separated by
+#: ``,``, or :data:`REQUIRES_NONE`.
+REQUIRES_RE = re.compile(
+    r"(?:-|(?:[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?)(?:,[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?)"
+    r"{0,31})\Z"
+)
 
 _SEPARATORS_RE = re.compile(r"[-_.]+")
 
@@ -129,14 +173,19 @@ DEFAULT_HTTP_PORT = 8138
 
 # -- validation --------------------------------------------------------------------------------
 
+#: The result of a ``use`` datagram without records, ``popcon check``'s: verified like any
+#: other (its signature too), counted as ``popcon_datagrams_total{result="check"}`` and dropped,
+#: so that it counts no process, no library and no environment.
+CHECK = "check"
 #: Every reason the collector's decoder drops a whole datagram for
 #: (``popcon_datagrams_total{result="<reason>"}``).
 REJECTIONS = (
+    CHECK,
     "too_long",  # more than MAX_DATAGRAM bytes
     "empty",
     "not_utf8",
     "unknown_format",  # neither popcon/ nor a statsd line with the configured prefix
-    "version",  # popcon/<n> with n != 1
+    "version",  # popcon/<n> with n not 1 or 2
     "kind",  # a first line of an unknown kind
     "truncated",  # no final newline
     "missing_env",

@@ -1,4 +1,5 @@
-"""The collector's decoder: one datagram, ``popcon/1`` or statsd lines, to a typed record.
+"""The collector's decoder: one datagram, ``popcon/2``, ``popcon/1`` or statsd lines, to a
+typed record.
 
 ``make_decoder(...)`` returns a function ``decode(data: bytes) -> UseReport | InventoryPart |
 str`` (:mod:`popcon.protocol.records`): a typed record, or the reason (one of
@@ -6,8 +7,9 @@ str`` (:mod:`popcon.protocol.records`): a typed record, or the reason (one of
 input (``fuzz/fuzz_decode.py`` checks that).
 
 The receiver calls it up to a few hundred thousand times a second, so the hot path is tuned:
-header, ``lib`` and ``dist`` lines repeat across processes, so each distinct line (and record
-block) is validated once by the parsers of :mod:`popcon.protocol.lines` and its parsed form
+header, ``lib`` and ``dist`` lines repeat across processes (a ``popcon/2`` line with its person
+field repeats for every process of that person), so each distinct line (and record block) is
+validated once by the parsers of :mod:`popcon.protocol.lines` and its parsed form
 kept in a bounded :class:`_Cache` (the older half dropped when full, so junk cannot grow it).
 Settings, caches and the signature check are bound once, when the decoder is made
 (:class:`_Decoding`).
@@ -23,21 +25,29 @@ import hmac
 import re
 import time
 from itertools import islice
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Optional, TypeVar
 
 from popcon.protocol import (
+    CHECK,
     DEFAULT_STATSD_PREFIX,
     ENV_LABEL_RE,
+    IMPORTER_LEVELS,
     INVENTORY,
+    LEVELS,
     MAX_DATAGRAM,
     MAX_STATSD_TOTAL,
-    PROTOCOL_VERSION,
+    NAME_RE,
+    NO_PERSON,
+    ORIGINS,
+    PERSON_RE,
+    PROTOCOL_VERSIONS,
     SIGNATURE_LINE,
     STATSD_LIBRARY_USED,
     STATSD_REPORTS,
     UNKNOWN,
     UNKNOWN_VERSION,
     USE,
+    VERSION_RE,
     sign,
 )
 from popcon.protocol.lines import (
@@ -46,10 +56,19 @@ from popcon.protocol.lines import (
     parse_dist_line,
     parse_head,
     parse_inventory_line,
-    parse_lib_line,
+    parse_lib_line_1,
+    parse_lib_line_2,
+    parse_prog_line,
     parse_statsd_line,
 )
-from popcon.protocol.records import Decoded, InventoryPart, LibRecord, UseReport
+from popcon.protocol.records import (
+    Decoded,
+    DistReason,
+    InventoryPart,
+    LibRecord,
+    ProgRecord,
+    UseReport,
+)
 from popcon.protocol.replays import REPLAY_MEMORY, Replays
 
 #: The environment label given to statsd lines, which carry none.
@@ -62,15 +81,47 @@ CACHE_SIZE = 20_000
 
 #: What :func:`make_decoder` returns.
 Decoder = Callable[[bytes], Decoded]
+#: A statsd line, parsed: its records (its library's, once per count), the processes it
+#: counts, and its count.
+StatsdLine = tuple[tuple[LibRecord, ...], int, int]
 
-_VERSION_LINE = f"{PROTOCOL_VERSION} "
-_USE_LINE = f"{PROTOCOL_VERSION} {USE} "  # a use datagram's first line, up to <seq>
-_INVENTORY_LINE = f"{PROTOCOL_VERSION} {INVENTORY} "
-_SEQ_AT = len(_USE_LINE)
+_VERSION_1, _VERSION_2 = PROTOCOL_VERSIONS
+_USE_LINE_1 = f"{_VERSION_1} {USE} "  # a use datagram's first line, up to <seq>
+_USE_LINE_2 = f"{_VERSION_2} {USE} "
+_INVENTORY_LINES = tuple(f"{version} {INVENTORY} " for version in PROTOCOL_VERSIONS)
+_VERSION_LINES = tuple(f"{version} " for version in PROTOCOL_VERSIONS)
+_SEQ_AT = len(_USE_LINE_2)
+assert len(_USE_LINE_1) == _SEQ_AT
+#: A record block's records: the ``lib`` records and the ``prog`` record (or None).
+Records = tuple[tuple[LibRecord, ...], Optional[ProgRecord]]
 _SIGNATURE_RE = re.compile(rb"sig [0-9a-f]{32}\n\Z")
 _TIME_LINE_RE = re.compile(rb"t (0|[1-9][0-9]{0,11}) [0-9a-f]{16}\n\Z")
 #: Hex digits of a signature a decoder remembers (64 bits: collisions are not a concern).
 _REMEMBERED_DIGITS = 16
+
+
+def _field(pattern: re.Pattern[str]) -> str:
+    """The regular expression of a whole-field pattern, without its end anchor."""
+    return pattern.pattern.removesuffix(r"\Z")
+
+
+#: A person field's register and rank (:data:`~popcon.protocol.PERSON_RE`, in two groups).
+_REGISTER = r"0|[1-9][0-9]{0,3}|1[0-5][0-9]{3}|16[0-2][0-9]{2}|163[0-7][0-9]|1638[0-3]"
+_RANK = r"[1-9]|[1-4][0-9]|5[01]"
+assert PERSON_RE.pattern == rf"(?:{NO_PERSON}|(?:{_REGISTER}):(?:{_RANK}))\Z"
+#: One ``popcon/2`` record line with its ``\n``: a ``lib`` record (groups 1-3: name, version,
+#: level) or a ``prog`` record (4-5: name, version), then its origin, person field (register
+#: and rank, both empty for ``-``) and importer (6-9). Each match is one whole line, so a
+#: block with as many matches as lines is all records of these forms; the rules the pattern
+#: leaves out (an importer's level, one ``prog`` record) are checked after it. Any other block
+#: goes line by line, for its reason.
+_RECORD_LINE_2_RE = re.compile(
+    rf"^(?:lib ({_field(NAME_RE)}) ({_field(VERSION_RE)}) ({'|'.join(LEVELS)}) "
+    rf"|prog ({_field(NAME_RE)}) ({_field(VERSION_RE)}) )"
+    rf"({'|'.join(ORIGINS)}) (?:{NO_PERSON}|({_REGISTER}):({_RANK}))(?: ({_field(NAME_RE)}))?\n",
+    re.MULTILINE,
+)
+_IMPORTER_LEVEL_SET = frozenset(IMPORTER_LEVELS)
 
 
 # -- the decoder -------------------------------------------------------------------------------
@@ -143,8 +194,11 @@ class _Decoding:
         "heads",
         "inventory_lines",
         "key",
-        "lib_blocks",
-        "lib_lines",
+        "lib_blocks_1",
+        "lib_blocks_2",
+        "lib_lines_1",
+        "lib_lines_2",
+        "prog_lines",
         "replays",
         "statsd_env",
         "statsd_library_used",
@@ -172,11 +226,14 @@ class _Decoding:
         self.statsd_reports = f"{statsd_prefix}.{STATSD_REPORTS}"
         self.statsd_env = statsd_env
         self.heads: _Cache[Head] = _Cache(size // 10)
-        self.lib_blocks: _Cache[tuple[LibRecord, ...]] = _Cache(size // 2)
-        self.lib_lines: _Cache[LibRecord] = _Cache(size)
+        self.lib_blocks_1: _Cache[Records] = _Cache(size // 4)
+        self.lib_blocks_2: _Cache[Records] = _Cache(size // 2)
+        self.lib_lines_1: _Cache[LibRecord] = _Cache(size // 2)
+        self.lib_lines_2: _Cache[LibRecord] = _Cache(size)
+        self.prog_lines: _Cache[ProgRecord] = _Cache(size // 4)
         self.inventory_lines: _Cache[PartLine] = _Cache(1000)
-        self.dist_lines: _Cache[tuple[str, str]] = _Cache(size)
-        self.statsd_lines: _Cache[tuple[str, int]] = _Cache(size)
+        self.dist_lines: _Cache[tuple[tuple[str, str], DistReason | None]] = _Cache(size)
+        self.statsd_lines: _Cache[StatsdLine] = _Cache(size)
 
     def decode(self, data: bytes) -> Decoded:
         """A record, or the reason the datagram is dropped.
@@ -209,10 +266,21 @@ class _Decoding:
             return "not_utf8"
         newline = text.find("\n")
         first = text[:newline]
-        if not first.startswith(_USE_LINE):
-            if first.startswith(_INVENTORY_LINE):
+        if first.startswith(_USE_LINE_2):
+            blocks = self.lib_blocks_2
+            parse_block = self.parse_records_2
+            records_at = text.find("\nlib ", newline) + 1
+            prog_at = text.find("\nprog ", newline) + 1
+            if prog_at and (prog_at < records_at or not records_at):
+                records_at = prog_at
+        elif first.startswith(_USE_LINE_1):
+            blocks = self.lib_blocks_1
+            parse_block = self.parse_records_1
+            records_at = text.find("\nlib ", newline) + 1
+        else:
+            if first.startswith(_INVENTORY_LINES):
                 return self.decode_inventory(text, newline, first)
-            if first.startswith(_VERSION_LINE) or first == PROTOCOL_VERSION:
+            if first.startswith(_VERSION_LINES) or first in PROTOCOL_VERSIONS:
                 return "kind"
             return "version"
         # SEQ_RE, spelled out (faster than the regular expression here)
@@ -221,8 +289,7 @@ class _Decoding:
             "0" < seq[:1] <= "9" and seq.isdigit() and seq.isascii() and len(seq) <= 10
         ):
             return "malformed"
-        records_at = text.find("\nlib ", newline) + 1
-        if records_at == 0:  # no record line: malformed, once the header is found sound
+        if records_at == 0:  # no record line: a check, once the header is found sound
             records_at = len(text)
         head_text = text[newline + 1 : records_at]
         head = self.heads.get(head_text)
@@ -232,14 +299,14 @@ class _Decoding:
                 return new_head
             head = new_head
         block = text[records_at:]
-        libs = self.lib_blocks.get(block)
-        if libs is None:
-            new_libs = self.lib_blocks.parse(block, self.parse_libs)
-            if isinstance(new_libs, str):
-                return new_libs
-            libs = new_libs
+        records = blocks.get(block)
+        if records is None:
+            new_records = blocks.parse(block, parse_block)
+            if isinstance(new_records, str):
+                return new_records
+            records = new_records
         # tuple.__new__ skips the Python-level __new__ of the named tuple
-        return tuple.__new__(UseReport, (*head, 1 if seq == "0" else 0, libs))
+        return tuple.__new__(UseReport, (*head, 1 if seq == "0" else 0, *records))
 
     def _verify_signature(self, data: bytes, cut: int) -> int | str:
         """With a key: where the text of a signed datagram ends (its ``t`` line), or the reason
@@ -256,21 +323,93 @@ class _Decoding:
         signature = data[cut + 4 : cut + 4 + _REMEMBERED_DIGITS]
         return self.replays.take(int(stamp[1]), signature) or at
 
-    def parse_libs(self, block: str) -> tuple[LibRecord, ...] | str:
-        """The records of a ``use`` datagram (lines each ending with ``\\n``)."""
+    def parse_records_1(self, block: str) -> Records | str:
+        """The records of a ``popcon/1 use`` datagram (lines each ending with ``\\n``)."""
         if not block:
-            return "malformed"
+            return CHECK
         libs = []
-        get = self.lib_lines.get
+        get = self.lib_lines_1.get
         for line in block[:-1].split("\n"):
             record = get(line)
             if record is None:
-                new_record = self.lib_lines.parse(line, parse_lib_line)
+                new_record = self.lib_lines_1.parse(line, parse_lib_line_1)
                 if isinstance(new_record, str):
                     return new_record
                 record = new_record
             libs.append(record)
-        return tuple(libs)
+        return (tuple(libs), None)
+
+    def parse_records_2(self, block: str) -> Records | str:
+        """The records of a ``popcon/2 use`` datagram: ``lib`` lines and at most one ``prog``
+        line (a datagram of only a ``prog`` line is valid).
+
+        Most blocks are parsed by one regular expression, all lines at once (with people on,
+        most lines are new: a line cache would miss); the others line by line."""
+        if not block:
+            return CHECK
+        found = _RECORD_LINE_2_RE.findall(block)
+        if len(found) == block.count("\n"):
+            records = self.records_2(found)
+            if records is not None:
+                return records
+        return self.parse_lines_2(block)
+
+    @staticmethod
+    def records_2(found: list[tuple[str, ...]]) -> Records | None:
+        """The records of the matches of :data:`_RECORD_LINE_2_RE`, or None when they break a
+        rule the pattern leaves out."""
+        libs: list[LibRecord] = []
+        append = libs.append
+        program = None
+        new = tuple.__new__
+        for (
+            name,
+            version,
+            level,
+            prog_name,
+            prog_version,
+            origin,
+            register,
+            rank,
+            importer,
+        ) in found:
+            person = (int(register), int(rank)) if register else None
+            if not name:
+                if importer or program is not None:
+                    return None
+                program = new(ProgRecord, (prog_name, prog_version, origin, person))
+            elif not importer:
+                append(new(LibRecord, (name, version, level, origin, None, person)))
+            elif level in _IMPORTER_LEVEL_SET:
+                append(new(LibRecord, (name, version, level, origin, importer, person)))
+            else:
+                return None
+        return (tuple(libs), program)
+
+    def parse_lines_2(self, block: str) -> Records | str:
+        """:meth:`parse_records_2`, line by line (each line's form cached)."""
+        libs = []
+        program = None
+        get = self.lib_lines_2.get
+        for line in block[:-1].split("\n"):
+            record = get(line)
+            if record is None:
+                if line.startswith("prog "):
+                    if program is not None:
+                        return "malformed"
+                    program = self.prog_lines.get(line)
+                    if program is None:
+                        new_program = self.prog_lines.parse(line, parse_prog_line)
+                        if isinstance(new_program, str):
+                            return new_program
+                        program = new_program
+                    continue
+                new_record = self.lib_lines_2.parse(line, parse_lib_line_2)
+                if isinstance(new_record, str):
+                    return new_record
+                record = new_record
+            libs.append(record)
+        return (tuple(libs), program)
 
     def decode_inventory(self, text: str, newline: int, first: str) -> InventoryPart | str:
         """An ``inv`` datagram's text (signature line removed)."""
@@ -292,6 +431,7 @@ class _Decoding:
             head = new_head
         block = text[records_at:]
         dists = []
+        reasons = []
         get = self.dist_lines.get
         for line in block[:-1].split("\n") if block else ():
             dist = get(line)
@@ -300,11 +440,21 @@ class _Decoding:
                 if isinstance(new_dist, str):
                     return new_dist
                 dist = new_dist
-            dists.append(dist)
-        return InventoryPart(head.env, head.labels, head.py, *part, tuple(dists))
+            dists.append(dist[0])
+            if dist[1] is not None:
+                reasons.append(dist[1])
+        return InventoryPart(head.env, head.labels, head.py, *part, tuple(dists), tuple(reasons))
 
-    def parse_statsd_line(self, line: str) -> tuple[str, int] | str:
-        return parse_statsd_line(line, self.statsd_library_used, self.statsd_reports)
+    def parse_statsd_line(self, line: str) -> StatsdLine | str:
+        """A statsd line's records (its library's, once per count), the processes it counts
+        and its count; or the reason it is dropped."""
+        parsed = parse_statsd_line(line, self.statsd_library_used, self.statsd_reports)
+        if isinstance(parsed, str):
+            return parsed
+        name, count = parsed
+        if not name:
+            return ((), count, count)
+        return ((LibRecord(name, UNKNOWN_VERSION, UNKNOWN, UNKNOWN, None),) * count, 0, count)
 
     def decode_statsd(self, data: bytes) -> UseReport | str:
         """Lines of ``popularity-contest``: ``<prefix>.library_used.<name>:1|c`` and
@@ -320,25 +470,25 @@ class _Decoding:
         total = 0
         get = self.statsd_lines.get
         for line in text.split("\n"):
-            if not line:
-                continue
             counted = get(line)
             if counted is None:
+                if not line:
+                    continue
                 new_counted = self.statsd_lines.parse(line, self.parse_statsd_line)
                 if isinstance(new_counted, str):
                     return new_counted
                 counted = new_counted
-            name, count = counted
+            records, reports, count = counted
             total += count
             if total > MAX_STATSD_TOTAL:
                 return "statsd_cap"
-            if not name:
-                processes += count
+            if reports:
+                processes += reports
             else:
-                libs.extend([LibRecord(name, UNKNOWN_VERSION, UNKNOWN, UNKNOWN, None)] * count)
+                libs += records
         if not libs and not processes:
             return "empty"
-        return UseReport(self.statsd_env, (), "", processes, tuple(libs))
+        return tuple.__new__(UseReport, (self.statsd_env, (), "", processes, tuple(libs), None))
 
 
 def make_decoder(

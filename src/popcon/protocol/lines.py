@@ -12,27 +12,38 @@ from typing import NamedTuple
 
 from popcon.protocol import (
     ENV_LABEL_RE,
+    IMPORTER_LEVELS,
     INVENTORY_ID_RE,
     LABEL_KEY_RE,
     LABEL_VALUE_RE,
     LEVELS,
+    LEVELS_1,
     MAX_INVENTORY_PARTS,
     MAX_LABELS,
     MAX_STATSD_VALUE,
     NAME_RE,
+    NO_PERSON,
     ORIGINS,
+    PERSON_RE,
     PY_RE,
+    REQUESTED,
+    REQUESTED_FIELDS,
+    REQUESTED_UNKNOWN,
+    REQUIRES_NONE,
+    REQUIRES_RE,
     TRANSITIVE,
     VERSION_RE,
     canonical_name,
 )
-from popcon.protocol.records import Labels, LibRecord
+from popcon.protocol.records import DistReason, Labels, LibRecord, Person, ProgRecord
 
 _PART_RE = re.compile(r"[1-9][0-9]?\Z")
 #: Longest statsd library name read, before canonical_name (runs of separators shrink).
 _MAX_STATSD_NAME = 200
 _STATSD_VALUE_RE = re.compile(r"[1-9][0-9]{0,2}\Z")
 _LEVELS = frozenset(LEVELS)
+_LEVELS_1 = frozenset(LEVELS_1)
+_IMPORTER_LEVELS = frozenset(IMPORTER_LEVELS)
 _ORIGINS = frozenset(ORIGINS)
 
 
@@ -52,15 +63,15 @@ class PartLine(NamedTuple):
     parts: int
 
 
-def parse_lib_line(line: str) -> LibRecord | str:
-    """``lib <name> <version> <level> <origin> [<importer>]``."""
+def parse_lib_line_1(line: str) -> LibRecord | str:
+    """popcon/1: ``lib <name> <version> <level> <origin> [<importer>]`` (no person)."""
     fields = line.split(" ")
     if len(fields) not in (5, 6) or fields[0] != "lib":
         return "malformed"
     name, version, level, origin = fields[1], fields[2], fields[3], fields[4]
     if not NAME_RE.match(name):
         return "bad_name"
-    if not VERSION_RE.match(version) or level not in _LEVELS or origin not in _ORIGINS:
+    if not VERSION_RE.match(version) or level not in _LEVELS_1 or origin not in _ORIGINS:
         return "malformed"
     importer = None
     if len(fields) == 6:
@@ -72,16 +83,72 @@ def parse_lib_line(line: str) -> LibRecord | str:
     return LibRecord(name, version, level, origin, importer)
 
 
-def parse_dist_line(line: str) -> tuple[str, str] | str:
-    """``dist <name> <version>`` → ``(name, version)``."""
+def parse_person(field: str) -> Person | str | None:
+    """``<register>:<rank>`` → ``(register, rank)``, ``-`` → None, else ``"malformed"``."""
+    if not PERSON_RE.match(field):
+        return "malformed"
+    if field == NO_PERSON:
+        return None
+    register, _colon, rank = field.partition(":")
+    return (int(register), int(rank))
+
+
+def parse_lib_line_2(line: str) -> LibRecord | str:
+    """popcon/2: ``lib <name> <version> <level> <origin> <person> [<importer>]``."""
     fields = line.split(" ")
-    if len(fields) != 3 or fields[0] != "dist":
+    if len(fields) not in (6, 7) or fields[0] != "lib":
+        return "malformed"
+    name, version, level, origin = fields[1], fields[2], fields[3], fields[4]
+    if not NAME_RE.match(name):
+        return "bad_name"
+    if not VERSION_RE.match(version) or level not in _LEVELS or origin not in _ORIGINS:
+        return "malformed"
+    person = parse_person(fields[5])
+    if isinstance(person, str):
+        return person
+    importer = None
+    if len(fields) == 7:
+        importer = fields[6]
+        if level not in _IMPORTER_LEVELS:
+            return "malformed"
+        if not NAME_RE.match(importer):
+            return "bad_name"
+    return LibRecord(name, version, level, origin, importer, person)
+
+
+def parse_prog_line(line: str) -> ProgRecord | str:
+    """popcon/2: ``prog <name> <version> <origin> <person>``."""
+    fields = line.split(" ")
+    if len(fields) != 5 or fields[0] != "prog":
+        return "malformed"
+    if not NAME_RE.match(fields[1]):
+        return "bad_name"
+    if not VERSION_RE.match(fields[2]) or fields[3] not in _ORIGINS:
+        return "malformed"
+    person = parse_person(fields[4])
+    if isinstance(person, str):
+        return person
+    return ProgRecord(fields[1], fields[2], fields[3], person)
+
+
+def parse_dist_line(line: str) -> tuple[tuple[str, str], DistReason | None] | str:
+    """``dist <name> <version> [<requested> <requires>]`` → ``((name, version), reason)``,
+    the reason None when the line does not say it."""
+    fields = line.split(" ")
+    if len(fields) not in (3, 5) or fields[0] != "dist":
         return "malformed"
     if not NAME_RE.match(fields[1]):
         return "bad_name"
     if not VERSION_RE.match(fields[2]):
         return "malformed"
-    return (fields[1], fields[2])
+    if len(fields) == 3:
+        return ((fields[1], fields[2]), None)
+    requested, requires = fields[3], fields[4]
+    if requested not in REQUESTED_FIELDS or not REQUIRES_RE.match(requires):
+        return "malformed"
+    names = () if requires == REQUIRES_NONE else tuple(sorted(set(requires.split(","))))
+    known = None if requested == REQUESTED_UNKNOWN else requested == REQUESTED
+    return ((fields[1], fields[2]), DistReason(fields[1], known, names))
 
 
 def parse_label_line(line: str) -> tuple[str, str] | str:
@@ -122,7 +189,7 @@ def parse_head(head: str) -> Head | str:
 
 
 def parse_inventory_line(first: str) -> PartLine | str:
-    """``popcon/1 inv <id> <part> <parts>``."""
+    """``popcon/<n> inv <id> <part> <parts>``."""
     fields = first.split(" ")
     if (
         len(fields) != 5

@@ -11,6 +11,8 @@ from typing import NamedTuple, Union
 
 #: ``label`` lines as ``(key, value)`` pairs, sorted by key.
 Labels = tuple[tuple[str, str], ...]
+#: A person field: ``(register, rank)`` of a HyperLogLog contribution.
+Person = tuple[int, int]
 
 
 class LibRecord(NamedTuple):
@@ -20,7 +22,17 @@ class LibRecord(NamedTuple):
     version: str  # UNKNOWN_VERSION ("-") when unknown
     level: str  # one of LEVELS, or UNKNOWN (statsd)
     origin: str  # one of ORIGINS, or UNKNOWN (statsd)
-    importer: str | None  # with TRANSITIVE only
+    importer: str | None  # with TRANSITIVE or PROGRAM only
+    person: Person | None = None  # None: no person (``-``, popcon/1, statsd)
+
+
+class ProgRecord(NamedTuple):
+    """The ``prog`` line: the process's program (popcon/2)."""
+
+    name: str
+    version: str
+    origin: str
+    person: Person | None
 
 
 class UseReport(NamedTuple):
@@ -31,6 +43,16 @@ class UseReport(NamedTuple):
     py: str
     processes: int  # new processes this datagram announces: 1 for seq 0, else 0
     libs: tuple[LibRecord, ...]
+    program: ProgRecord | None = None
+
+
+class DistReason(NamedTuple):
+    """Why a distribution is installed, from a ``dist`` line that says it (``<requested>``
+    and ``<requires>``)."""
+
+    name: str
+    requested: bool | None  # None: not known (``?``)
+    requires: tuple[str, ...]  # the installed distributions it requires
 
 
 class InventoryPart(NamedTuple):
@@ -43,6 +65,7 @@ class InventoryPart(NamedTuple):
     part: int
     parts: int
     dists: tuple[tuple[str, str], ...]  # (name, version)
+    reasons: tuple[DistReason, ...] = ()  # of the dist lines that say why
 
 
 #: A decoder's answer: a record, or the reason the whole datagram is dropped.

@@ -27,6 +27,7 @@ __all__ = [
     "ModuleSpec",
     "ModuleType",
     "PathEntryFinderProtocol",
+    "Record",
     "SiteMap",
     "Tops",
     "socket",
@@ -34,6 +35,8 @@ __all__ = [
 
 #: (canonical name, version, origin) of an installed distribution
 Dist = tuple[str, str, str]
+#: a record not sent yet: (name, version, level or core.PROG, origin, importer or "")
+Record = tuple[str, str, str, str, str]
 #: (inventory id, [(name, version)]) of one site directory
 Inventory = tuple[str, list[tuple[str, str]]]
 #: a top-level name -> (has __init__, second-level names), for one distribution

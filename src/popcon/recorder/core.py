@@ -8,10 +8,10 @@ minute they were sent, for the collector's replay check).
 
 What it offers the others: to the hook, ``attach(hook)`` and ``report(fullname, top, spec)``; to
 ``map`` and ``rare``, the protocol's terms (``PROTOCOL_VERSION``, ``MAX_DATAGRAM``, ``LEVELS``,
-...), ``chunks``, ``signed``, ``emit``, ``send_queued``, ``path_key``, ``is_address``,
-``cache_directory``, ``site_cache_files``, ``site_map``, ``sibling``, ``after_cell`` and the
-``Config`` they are given; to ``popcon status`` and ``preview``, ``environment_label`` and
-``ENV_LABEL_VARIABLES``.
+``NO_PERSON``, ...), ``chunks``, ``signed``, ``emit``, ``send_queued``, ``path_key``,
+``is_address``, ``cache_directory``, ``site_cache_files``, ``site_map``, ``sibling``,
+``after_cell``, ``PROG`` and the ``Config`` they are given; to ``popcon status`` and
+``preview``, ``environment_label``, ``ENV_LABEL_VARIABLES`` and ``secret_path``.
 
 The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
 Notes below are comments rather than docstrings, and types are comments too: every process
@@ -33,16 +33,22 @@ if TYPE_CHECKING:  # never true when it runs: the type comments' names (see _typ
 _VERSION = "0.1.0"  # the popcon version this copy came from; checked by `popcon status`
 
 # The protocol's terms (docs/protocol.md), for the recorder's side of the copy boundary.
-PROTOCOL_VERSION = "popcon/1"
+PROTOCOL_VERSION = "popcon/2"
 MAX_DATAGRAM = 1400  # bytes, the signature line included
 DEFAULT_COLLECTOR = "udp://127.0.0.1:8137"
-LEVELS = ("direct", "transitive", "upgrade")
+LEVELS = ("direct", "transitive", "upgrade", "program", "claimed")
 ORIGINS = ("env", "user")
+NO_PERSON = "-"  # the person field of a process that has no person (no usable secret)
+SKETCH_PRECISION = 14  # the high bits of a person's hash that pick its register
 MAX_ENV_LABEL = 200  # characters of the environment label
 HEAD_ROOM = 64  # bytes of a datagram kept for its first line and its signature line
+YOUNG_SENDS = 7  # inventories sent at shorter waits before POPCON_INVENTORY_INTERVAL
 
-_DIRECT, _TRANSITIVE, _UPGRADE = LEVELS
+_DIRECT, _TRANSITIVE, _UPGRADE, _PROGRAM, _CLAIMED = LEVELS
+FIRST_LEVELS = (_DIRECT, _TRANSITIVE, _PROGRAM)  # of a library's first record in a process
+PROG = "prog"  # the level field of a pending record that is the process's program
 _ENV, _USER = ORIGINS
+_RANK_BITS = 64 - SKETCH_PRECISION
 
 MAP_FORMAT = 3  # bump when the cached map's layout changes
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
@@ -54,10 +60,18 @@ _SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait
 _hook = None  # type: ModuleType | None  # the start-up hook module
 _settled = set()  # type: set[str]
 _map = None  # type: ModuleMap | None  # loaded on the first import that needs it
-_levels = {}  # type: dict[str, str]  # distribution name -> "direct" | "transitive"
+_levels = {}  # type: dict[str, str]  # distribution name -> one of FIRST_LEVELS, or direct
 _transitive = set()  # type: set[str]  # reported transitive and not upgraded yet
+_program_only = set()  # type: set[str]  # reported program and not claimed yet
+_program = None  # type: Dist | None  # the process's program, once known
 _user_tops = set()  # type: set[str]  # top-level names of user modules (never sent anywhere)
-_pending = []  # type: list[str]  # record lines not sent yet
+_frame_kinds = {}  # type: dict[str, Dist]  # module name -> what its frames say (_frame_kind)
+_console_script = None  # type: tuple[str, bool] | None  # __main__'s file: in a scripts dir?
+_pending = []  # type: list[Record]  # records not sent yet
+_people = None  # type: dict[str, str] | None  # distribution name -> this user's person field
+_secret_identity = None  # type: list[int] | None  # the secret file's, as the cache keeps it
+_key = None  # type: bytes | None  # the secret once read; b"" when there is none to use
+_people_added = False  # contributions computed that the cache beside the secret lacks
 _seq = 0  # datagrams sent by this process
 _config = None  # type: Config | None  # read at the first send
 _ipython_hooked = False
@@ -155,7 +169,7 @@ def at_exit():
     # type: () -> None
     # Send what is still pending (upgrades found by a last look at user namespaces), then
     # close the socket, so that no ResourceWarning reaches the user at shutdown.
-    if _transitive:
+    if _transitive or _program_only:
         _scan_user_namespaces()
     _flush()
     config = _config
@@ -195,8 +209,8 @@ def on_import(fullname, top):
     # namespace package shared by several distributions (``report`` then has the hook watch
     # its directories, to report the modules found one level deeper).
     #
-    # Called under the lock. Once a name is classified it is settled; a transitive
-    # distribution that user code imports later is found by ``_scan_user_namespaces``.
+    # Called under the lock. Once a name is classified it is settled; a distribution that
+    # people's code imports later, once loaded, is found by ``_scan_user_namespaces``.
     global _map
     if top in _STDLIB:  # Python 3.9 only: the hook has no list of the standard library
         _settled.add(top)
@@ -206,6 +220,7 @@ def on_import(fullname, top):
     dist = _map.lookup(fullname, top)
     if dist is None and _map.is_stale():
         _map = _load_map()  # pip changed the environment while this process ran
+        _frame_kinds.clear()
         dist = _map.lookup(fullname, top)
     namespace = _map.is_namespace(top)
     if dist is None:
@@ -214,12 +229,15 @@ def on_import(fullname, top):
             _user_tops.add(top)
         return namespace and fullname == top
     if dist[0] not in _levels:
-        importer = _importing_distribution(sys._getframe(1))
-        if importer is _AT_START_UP:
+        causes = _causes(sys._getframe(1))
+        if causes is None:
             return False  # a .pth file or sitecustomize importing: nobody's use (yet)
+        importer, people = causes
         if importer is not None and importer[0] == dist[0]:
             return False  # its own code, loaded before the recorder started: not a use yet
-        _record(dist, importer)
+        if importer is None and not people and _program is None:
+            _set_program(dist)  # what the program's entry point imports first
+        _record(dist, importer, people)
         _scan_user_namespaces(throttle=True)
         _flush()
     if not namespace:
@@ -227,74 +245,168 @@ def on_import(fullname, top):
     return namespace and fullname == top
 
 
-_AT_START_UP = ("(start-up)", "-", _ENV)  # type: Dist  # what _importing_distribution says during site
+# What a frame says of an import (``_frame_kind``), besides the distribution whose code runs.
+_LOOKED_THROUGH = ("(looked through)", "-", _ENV)  # type: Dist
+_PEOPLE = ("(people's code)", "-", _ENV)  # type: Dist
+_ENTRY = ("(the program's entry point)", "-", _ENV)  # type: Dist
 
 
-def _importing_distribution(frame):
-    # type: (FrameType | None) -> Dist | None
-    # The distribution whose code is importing, None when user code is, or ``_AT_START_UP``
-    # when the import runs under ``site`` (a ``.pth`` file, ``sitecustomize``).
+def _causes(frame):
+    # type: (FrameType | None) -> tuple[Dist | None, bool] | None
+    # Who imports: ``(importer, people)``, the distribution whose code imports (None for people's
+    # code or the program's entry point) and whether people's code is running (else the
+    # program's machinery is); None when the import runs under ``site`` (a ``.pth`` file,
+    # ``sitecustomize``).
     #
     # Walks out from the import machinery, looking through standard-library frames (importlib,
-    # runpy, pickle, ...) and the recorder's own. The first other frame decides: a module of an
-    # installed distribution makes the import transitive; anything else is user code. A script,
-    # ``-c`` and a notebook cell run as ``__main__``; ``python -m pkg`` runs as ``__main__`` with
-    # ``__spec__.name == "pkg"``, which makes ``pkg``'s distribution the importer. The walk goes
-    # on to the outermost frame, to see whether ``site`` is running.
+    # runpy, pickle, ...) and the recorder's own. The first other frame decides the importer;
+    # people's code is running when that frame or any further out is people's, the program's
+    # when the program's entry point is further out. The walk goes on to the outermost frame,
+    # to see whether ``site`` is running. Neither people's frame nor the entry point is the
+    # interpreter or the standard library acting on their own (``python -m timeit``, a thread):
+    # the program's, in a process that has one; else people's, except while ``python -m``
+    # looks for its module (``sys.argv[0]`` is ``-m`` until runpy runs it): that is the
+    # program's entry point being found.
     decided = False
+    people = False
+    entry = False
     importer = None
     while frame is not None:
         module_globals = frame.f_globals
         name = module_globals.get("__name__")
         if name == "site":
-            return _AT_START_UP
-        if not decided and type(name) is str:
-            if name == "__main__":
-                spec = module_globals.get("__spec__")
-                name = getattr(spec, "name", None) if spec is not None else None
-                if type(name) is not str or name == "__main__":
-                    decided = True
-                    name = None
-            if name is not None:
-                top = name.partition(".")[0]
-                if top not in _STDLIB and top not in _OWN_MODULES:
-                    decided = True
-                    importer = _map.lookup(name, top) if _map is not None else None
+            return None
+        if not people and type(name) is str:
+            kind = _frame_kinds.get(name) or _frame_kind(module_globals, name)
+            if kind is not _LOOKED_THROUGH:
+                if kind is _PEOPLE:
+                    people = True
+                elif kind is _ENTRY:
+                    entry = True
+                elif not decided:
+                    importer = kind
+                decided = True
         frame = frame.f_back
-    return importer
+    if not (people or entry) and _program is None:
+        people = getattr(sys, "argv", [""])[:1] != ["-m"]
+    return importer, people
 
 
-def _record(dist, importer):
-    # type: (Dist, Dist | None) -> None
-    name, version, origin = dist
-    if importer is None:
-        _levels[name] = _DIRECT
-        _pending.append(f"lib {name} {version} {_DIRECT} {origin}")
+def _frame_kind(module_globals, name):
+    # type: (dict[str, object], str) -> Dist
+    # A frame of module ``name``: looked through (the standard library, the recorder), people's
+    # code (a module of no installed distribution, not the standard library; ``__main__`` as
+    # ``_main_kind`` says), the program's entry point, or the distribution whose code runs.
+    # Kept per module name, but for ``__main__``.
+    if name == "__main__":
+        return _main_kind(module_globals)
+    top = name.partition(".")[0]
+    if top in _STDLIB or top in _OWN_MODULES:
+        kind = _LOOKED_THROUGH
     else:
-        _levels[name] = _TRANSITIVE
-        _transitive.add(name)
-        _pending.append(f"lib {name} {version} {_TRANSITIVE} {origin} {importer[0]}")
+        kind = (_map.lookup(name, top) if _map is not None else None) or _PEOPLE
+        if kind is _PEOPLE:
+            _user_tops.add(top)  # a module of the user's that no finder reported (pytest's)
+    _frame_kinds[name] = kind
+    return kind
 
 
-def _upgrade(dist):
+def _main_kind(module_globals):
+    # type: (dict[str, object]) -> Dist
+    # ``__main__`` is the program's entry point when it is ``python -m`` of an installed
+    # distribution's module (its spec names the module; that distribution is the program) or a
+    # console script (a file in a scripts directory); ``python -m`` of a standard-library
+    # module is looked through; anything else is people's code: a script of the user's,
+    # ``-c``, the interactive prompt, IPython's and notebooks' cells, ``python -m`` of a user's
+    # module.
+    spec = module_globals.get("__spec__")
+    if spec is not None:
+        name = getattr(spec, "name", None)
+        if type(name) is not str or name == "__main__":
+            return _PEOPLE  # a directory or a zip file run as the main program
+        top = name.partition(".")[0]
+        if top in _STDLIB:
+            return _LOOKED_THROUGH
+        dist = _map.lookup(name, top) if _map is not None else None
+        if dist is None:
+            return _PEOPLE
+        if _program is None:
+            _set_program(dist)
+        return _ENTRY
+    path = module_globals.get("__file__")
+    if type(path) is str and _is_console_script(path):
+        return _ENTRY
+    return _PEOPLE
+
+
+def _is_console_script(path):
+    # type: (str) -> bool
+    # Is ``__main__``'s file in a scripts directory, where installers put the console scripts
+    # of distributions: that of ``sys.executable``, or the user scheme's? Kept for the one file.
+    global _console_script
+    if _console_script is not None and _console_script[0] == path:
+        return _console_script[1]
+    directories = [os.path.dirname(sys.executable)] if sys.executable else []
+    user_base = getattr(sys.modules.get("site"), "USER_BASE", None)
+    if type(user_base) is str:
+        if os.name == "nt":
+            version = "Python%d%d" % sys.version_info[:2]
+            directories.append(os.path.join(user_base, version, "Scripts"))
+        else:
+            directories.append(os.path.join(user_base, "bin"))
+    found = os.path.dirname(path) in directories
+    if not found and os.path.islink(path):  # a link to a script, from a directory on PATH
+        real = os.path.realpath
+        found = os.path.dirname(real(path)) in [real(d) for d in directories]
+    _console_script = (path, found)
+    return found
+
+
+def _set_program(dist):
     # type: (Dist) -> None
+    global _program
+    _program = dist
+    name, version, origin = dist
+    _pending.append((name, version, PROG, origin, ""))
+
+
+def _record(dist, importer, people):
+    # type: (Dist, Dist | None, bool) -> None
+    name, version, origin = dist
+    if not people:
+        level = _PROGRAM
+        _program_only.add(name)
+    elif importer is None:
+        level = _DIRECT
+    else:
+        level = _TRANSITIVE
+        _transitive.add(name)
+    _levels[name] = level
+    _pending.append((name, version, level, origin, importer[0] if importer is not None else ""))
+
+
+def _now_direct(dist, level):
+    # type: (Dist, str) -> None
+    # An ``upgrade`` of a transitive distribution, or a ``claimed`` one of the program's.
     name, version, origin = dist
     _levels[name] = _DIRECT
     _transitive.discard(name)
-    _pending.append(f"lib {name} {version} {_UPGRADE} {origin}")
+    _program_only.discard(name)
+    _pending.append((name, version, level, origin, ""))
 
 
 def _scan_user_namespaces(throttle=False):
     # type: (bool) -> None
-    # Upgrade transitive distributions that user code holds: modules, functions, classes.
-    # An ``import numpy`` of an already loaded numpy reaches no finder, so the recorder looks at
-    # what ``__main__`` and the user's own modules hold instead: after each notebook cell, at
-    # exit, and on each new distribution (at most once a second where the namespaces hold more
-    # than ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
+    # Upgrade transitive distributions, and claim the program's, that people's code holds:
+    # modules, functions, classes. An ``import numpy`` of an already loaded numpy reaches no
+    # finder, so the recorder looks at what people's ``__main__`` (a script, ``-c``, the cells)
+    # and the user's own modules hold instead: after each notebook cell, at exit, and on each
+    # new distribution (at most once a second where the namespaces hold more than
+    # ``_SCAN_THROTTLE_SIZE`` entries, as a notebook's can).
     global _ipython_hooked, _last_scan, _last_scan_size
     if not _ipython_hooked and "IPython" in sys.modules:
         _ipython_hooked = sibling("rare").hook_ipython()
-    if not _transitive or _map is None:
+    if not (_transitive or _program_only) or _map is None:
         return
     import time
 
@@ -311,7 +423,10 @@ def _scan_user_namespaces(throttle=False):
         module = sys.modules.get(module_name)
         if module is None or not issubclass(type(module), module_type):
             continue
-        values = list(module_dict(module).values())[:_SCAN_LIMIT]
+        namespace = module_dict(module)
+        if module_name == "__main__" and _main_kind(namespace) is not _PEOPLE:
+            continue  # the program's entry point: what it holds is the program's
+        values = list(namespace.values())[:_SCAN_LIMIT]
         _last_scan_size += len(values)
         for value in values:
             kind = type(value)
@@ -334,11 +449,15 @@ def _scan_user_namespaces(throttle=False):
             if dist is None:
                 continue
             if dist[0] not in _levels:
-                _record(dist, None)  # loaded at start-up (by a .pth), then used by user code
+                _record(dist, None, True)  # loaded at start-up (by a .pth), used by people
             elif dist[0] in _transitive:
-                _upgrade(dist)
-                if not _transitive:
-                    return
+                _now_direct(dist, _UPGRADE)
+            elif dist[0] in _program_only:
+                _now_direct(dist, _CLAIMED)
+            else:
+                continue
+            if not (_transitive or _program_only):
+                return
 
 
 # --------------------------------------------------------------------------- the module map
@@ -540,6 +659,8 @@ _SETTINGS = (
     "POPCON_INVENTORY_INTERVAL",
     *ENV_LABEL_VARIABLES,
     "POPCON_LABELS",
+    "XDG_CONFIG_HOME",
+    "HOME",
 )
 
 
@@ -578,6 +699,7 @@ class Config:
             self.inventory_interval = float(environ.get("POPCON_INVENTORY_INTERVAL", "3600"))
         except ValueError:
             self.inventory_interval = 3600.0
+        self.secret = secret_path(environ)
         self.address = None  # type: tuple[str, int] | None
         self.socket = None  # type: socket | None
         self.resolving = False
@@ -590,6 +712,15 @@ class Config:
         child.resolving = False  # the socket is shared with the parent: UDP does not mind
         child.queue = []
         return child
+
+
+def secret_path(environ):
+    # type: (Mapping[str, str]) -> str | None
+    # Where the user's secret is (``$XDG_CONFIG_HOME/popcon/secret``, else
+    # ``~/.config/popcon/secret``); None when neither variable is set.
+    home = environ.get("HOME")
+    base = environ.get("XDG_CONFIG_HOME") or (os.path.join(home, ".config") if home else None)
+    return os.path.join(base, "popcon", "secret") if base else None
 
 
 def parse_collector(url):
@@ -705,7 +836,9 @@ def _flush():
     del _pending[:]
     first = _seq == 0
     if config.mode == "udp":
-        emit(config, _use_datagrams(config, records))
+        emit(config, _use_datagrams(config, [_line(config, record) for record in records]))
+        if _people_added:
+            _keep_people(config)
         if first and not config.preview:
             _send_inventory_if_due(config)
     elif config.mode == "statsd":
@@ -713,17 +846,138 @@ def _flush():
         emit(config, sibling("rare").statsd_datagrams(records, first))
 
 
-def _use_datagrams(config, records):
+def _line(config, record):
+    # type: (Config, Record) -> str
+    name, version, level, origin, importer = record
+    if level == PROG:
+        return f"prog {name} {version} {origin} {person(config, name)}"
+    line = f"lib {name} {version} {level} {origin} {person(config, name)}"
+    return line + " " + importer if importer else line
+
+
+def _use_datagrams(config, lines):
     # type: (Config, list[str]) -> list[bytes]
     global _seq
     datagrams = []
     stamp = "" if config.key is None else sibling("rare").time_line()  # type: str
     budget = MAX_DATAGRAM - len(config.header.encode("utf-8")) - HEAD_ROOM - len(stamp)
-    for chunk in chunks(records, budget):
+    for chunk in chunks(lines, budget):
         head = f"{PROTOCOL_VERSION} use {_seq}\n"
         _seq += 1
         datagrams.append(signed(config, (head + config.header + chunk + stamp).encode("utf-8")))
     return datagrams
+
+
+# --------------------------------------------------------------------------- people
+
+
+def person(config, name):
+    # type: (Config, str) -> str
+    # This user's person field for the library (or program) ``name``: ``contribution`` of the
+    # user's secret, NO_PERSON without a usable one. What earlier processes computed is kept
+    # beside the secret (``contributions``), so that a process whose libraries were all seen
+    # before neither reads the secret nor loads the hash module.
+    global _people, _key, _people_added
+    people = _people
+    if people is None:
+        people = _people = _cached_people(config.secret)
+    value = people.get(name)
+    if value is None:
+        if _key is None:
+            _key = _read_secret(config.secret)
+        value = contribution(_key, name) if _key else NO_PERSON
+        people[name] = value
+        _people_added = _people_added or value != NO_PERSON
+    return value
+
+
+def contribution(key, name):
+    # type: (bytes, str) -> str
+    # ``<register>:<rank>`` (docs/protocol.md): the first 8 bytes of BLAKE2b(key, name), its
+    # high SKETCH_PRECISION bits the register, the rank one more than the leading zeros of the
+    # rest. NO_PERSON on a build without BLAKE2b.
+    try:
+        from _blake2 import blake2b
+    except ImportError:
+        try:
+            from hashlib import blake2b
+        except ImportError:
+            return NO_PERSON
+    digest = blake2b(name.encode("utf-8"), digest_size=8, key=key).digest()
+    value = int.from_bytes(digest, "big")
+    rank = _RANK_BITS + 1 - (value & ((1 << _RANK_BITS) - 1)).bit_length()
+    return f"{value >> _RANK_BITS}:{rank}"
+
+
+def _cached_people(path):
+    # type: (str | None) -> dict[str, str]
+    # The contributions kept beside the secret, if they are the current secret's (its file's
+    # identity: a new secret, or one whose mode changed, starts over); the secret is made here
+    # when there is none yet. No secret to be had: no person, and nothing more is asked; nor
+    # is a secret that is not the user's own file, or that others may read, one to be had.
+    global _key, _secret_identity
+    if path is None:
+        _key = b""
+        return {}
+    try:
+        status = os.stat(path)
+    except OSError:
+        if not sibling("rare").create_secret(path):
+            _key = b""
+            return {}
+        try:
+            status = os.stat(path)
+        except OSError:
+            _key = b""
+            return {}
+    uid = getattr(os, "getuid", None)
+    if status.st_mode & 0o077 or (uid is not None and status.st_uid != uid()):
+        _key = b""
+        return {}
+    _secret_identity = [status.st_dev, status.st_ino, status.st_ctime_ns, status.st_size]
+    import marshal
+
+    try:
+        cached = marshal.loads(_read_small(os.path.join(os.path.dirname(path), "contributions")))
+    except Exception:
+        return {}
+    if type(cached) is not dict or cached.get("secret") != _secret_identity:
+        return {}
+    people = cached.get("people")
+    return people if type(people) is dict else {}
+
+
+def _read_secret(path):
+    # type: (str | None) -> bytes
+    # The user's secret: 64 lower-case hex digits (and a newline); b"" when unusable.
+    if path is None:
+        return b""
+    try:
+        text = _read_small(path).decode("ascii").strip()
+    except (OSError, UnicodeError):
+        return b""
+    if len(text) != 64 or not all(c in _HEX for c in text):
+        return b""
+    return bytes.fromhex(text)
+
+
+def _read_small(path):
+    # type: (str) -> bytes
+    # A small file's bytes (at most 256 KiB), in three system calls.
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(descriptor, 1 << 18)
+    finally:
+        os.close(descriptor)
+
+
+def _keep_people(config):
+    # type: (Config) -> None
+    global _people_added
+    _people_added = False
+    if config.secret is not None and _secret_identity is not None and _people is not None:
+        path = os.path.join(os.path.dirname(config.secret), "contributions")
+        sibling("rare").keep_contributions(path, _secret_identity, _people)
 
 
 def chunks(lines, budget):
@@ -758,7 +1012,9 @@ def signed(config, payload):
 def _send_inventory_if_due(config):
     # type: (Config) -> None
     # At most every ``POPCON_INVENTORY_INTERVAL`` seconds per environment and user, and when
-    # the inventory changed; the check costs one ``stat``.
+    # the inventory changed; the check costs one ``stat``. While young (the stamp's size counts
+    # the sends, up to YOUNG_SENDS) the wait doubles from 1/64 of the interval, so that a
+    # collector started after the first processes gets the inventory within about an hour.
     module_map = _map
     if config.inventory_interval <= 0 or module_map is None or not module_map.inventories:
         return
@@ -770,11 +1026,16 @@ def _send_inventory_if_due(config):
     import time
 
     try:
-        if time.time() - os.stat(stamp).st_mtime < config.inventory_interval:
+        found = os.stat(stamp)
+        sent = found.st_size
+        wait = config.inventory_interval
+        if sent < YOUNG_SENDS:
+            wait /= 1 << (YOUNG_SENDS - sent)
+        if time.time() - found.st_mtime < wait:
             return
     except OSError:
-        pass
-    sibling("rare").send_inventory(config, module_map.inventories, inventory_id, stamp)
+        sent = 0
+    sibling("rare").send_inventory(config, module_map.inventories, inventory_id, stamp, sent)
 
 
 def _inventory_stamp(config, module_map, inventory_id):

@@ -7,9 +7,11 @@ never need it: they find a fresh cached map. ``popcon enable`` copies it into si
 ``_popcon_recorder_map.py``. Standard library only; it uses the core's public names only, and
 like the core, keeps its types in comments.
 
-What it offers the others: to the core, ``rebuild_site_map``; to ``popcon enable`` and
-``status``, ``build_caches`` and ``map_status``; and the protocol's rules for names and versions
-(``canonical_name``, ``valid_name``, ``valid_version``, ``MAX_NAME``, ``MAX_VERSION``).
+What it offers the others: to the core, ``rebuild_site_map``; to ``rare`` (the inventory),
+``installed_reasons``; to ``popcon enable`` and ``status``, ``build_caches`` and
+``map_status``; and the protocol's rules for names and versions (``canonical_name``,
+``valid_name``, ``valid_version``, ``MAX_NAME``, ``MAX_VERSION``) and the ``<requested>``
+field's values (``REQUESTED_FIELDS``).
 """
 
 import os
@@ -28,6 +30,10 @@ else:
 MAX_NAME = 100  # characters
 MAX_VERSION = 64  # characters
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+# A ``dist`` line's ``<requested>``: the installer's REQUESTED marker, none, not known.
+REQUESTED_FIELDS = ("r", "-", "?")
+_REQUESTED, _NOT_REQUESTED, _REQUESTED_UNKNOWN = REQUESTED_FIELDS
 
 _DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info")
 _NEVER_RECORDED = frozenset({"popcon"})  # distributions that are never reported
@@ -183,6 +189,114 @@ def _read_name_and_version(path):
     except OSError:
         pass
     return name, version
+
+
+# --------------------------------------------------------------------------- why installed
+
+
+def installed_reasons(site_path):
+    # type: (str) -> dict[str, tuple[str, list[str]]]
+    """For the inventory: each distribution of one site directory by canonical name, with its
+    ``<requested>`` field (``r``: its ``.dist-info`` holds the installer's ``REQUESTED``
+    marker; ``-``: it holds none; ``?``: an ``.egg-info``, which has no such marker) and the
+    canonical names of what it requires (``Requires-Dist``, or an ``.egg-info``'s
+    ``requires.txt``), sorted, itself and what only an extra requires left out."""
+    found = {}  # type: dict[str, tuple[str, list[str]]]
+    try:
+        entries = sorted(os.scandir(site_path), key=lambda e: e.name)
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.endswith(_DISTRIBUTION_SUFFIXES):
+            continue
+        try:
+            described = _describe_reason(entry)
+        except Exception:
+            continue
+        if described is not None:
+            found[described[0]] = (described[1], described[2])
+    return found
+
+
+def _describe_reason(entry):
+    # type: (DirEntry[str]) -> tuple[str, str, list[str]] | None
+    is_dir = entry.is_dir()
+    if entry.name.endswith(".dist-info") and is_dir:
+        metadata = os.path.join(entry.path, "METADATA")
+        marker = os.path.join(entry.path, "REQUESTED")
+        requested = _REQUESTED if os.path.exists(marker) else _NOT_REQUESTED
+    else:
+        metadata = os.path.join(entry.path, "PKG-INFO") if is_dir else entry.path
+        requested = _REQUESTED_UNKNOWN
+    name, requirements = _read_name_and_requirements(metadata)
+    if not name:
+        name = entry.name.rsplit(".", 1)[0].split("-")[0]
+    name = canonical_name(name)
+    if not valid_name(name):
+        return None
+    if is_dir and entry.name.endswith(".egg-info"):
+        requirements.extend(_egg_requirements(os.path.join(entry.path, "requires.txt")))
+    names = {_requirement_name(text) for text in requirements}
+    names.discard(name)
+    names.discard("")
+    return name, requested, sorted(names)
+
+
+def _read_name_and_requirements(path):
+    # type: (str) -> tuple[str, list[str]]
+    """The ``Name`` and the ``Requires-Dist`` values of a metadata file's headers."""
+    name = ""
+    requirements = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                if not line.strip():
+                    break
+                if line.startswith("Name:"):
+                    name = line[5:].strip()
+                elif line.startswith("Requires-Dist:"):
+                    requirements.append(line[14:].strip())
+    except OSError:
+        pass
+    return name, requirements
+
+
+def _egg_requirements(path):
+    # type: (str) -> list[str]
+    """The lines of an ``.egg-info``'s ``requires.txt`` outside its extras' sections
+    (``[name]``, ``[name:marker]``); a ``[:marker]`` section's are kept."""
+    found = []
+    keep = True
+    for line in _lines(path):
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]")
+            keep = section.startswith(":") and not _mentions_extra(section[1:])
+        elif keep and not line.startswith("#"):
+            found.append(line)
+    return found
+
+
+def _requirement_name(text):
+    # type: (str) -> str
+    """The canonical name a requirement (``name[extras] (spec) ; marker``) names, or ``""``
+    when it is invalid or only an extra's (its marker mentions ``extra``)."""
+    spec, _separator, marker = text.partition(";")
+    if marker and _mentions_extra(marker):
+        return ""
+    spec = spec.strip()
+    end = 0
+    while end < len(spec) and (spec[end].isalnum() or spec[end] in "-_."):
+        end += 1
+    name = canonical_name(spec[:end])
+    return name if valid_name(name) else ""
+
+
+def _mentions_extra(marker):
+    # type: (str) -> bool
+    for char in "=!<>~()\"'":
+        marker = marker.replace(char, " ")
+    return "extra" in marker.split()
 
 
 _MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd")

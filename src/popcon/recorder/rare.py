@@ -1,15 +1,17 @@
 """The recorder's rarely needed parts, loaded only by a process that needs one of them.
 
 statsd lines, signed datagrams, the hourly inventory, host-name resolution, ``popcon preview``
-and ``POPCON_DEBUG`` output, files written atomically, the IPython hook, and the standard
-library's names on Python 3.9. Every process that imports a library loads the core
-(``core.py``); keeping these out of it keeps that load short. ``popcon enable`` copies this
-file into site-packages as ``_popcon_recorder_rare.py``. Standard library only; it uses the
-core's public names only, and like the core, keeps its types in comments.
+and ``POPCON_DEBUG`` output, files written atomically, the user's secret and the contributions
+kept beside it, the IPython hook, and the standard library's names on Python 3.9. Every
+process that imports a library loads the core (``core.py``); keeping these out of it keeps that
+load short. ``popcon enable`` copies this file into site-packages as
+``_popcon_recorder_rare.py``. Standard library only; it uses the core's public names only,
+and like the core, keeps its types in comments.
 
 What it offers the others: to the core, ``parse_labels``, ``sign``, ``time_line``,
 ``statsd_datagrams``, ``send_inventory``, ``show``, ``resolve``, ``await_resolution``,
-``hook_ipython`` and ``standard_library_names_before_3_10``; to ``map``, ``write_atomically``;
+``create_secret``, ``keep_contributions``, ``hook_ipython`` and
+``standard_library_names_before_3_10``; to ``map``, ``write_atomically``;
 to ``popcon status``, ``parse_labels``; and the protocol's terms that only these parts use
 (``MAX_LABELS``, ...).
 """
@@ -29,6 +31,8 @@ else:
 # The protocol's terms (docs/protocol.md) that only these parts use.
 MAX_LABELS = 8
 MAX_INVENTORY_PARTS = 64
+MAX_REQUIRES = 32  # names in a dist line's <requires>
+REQUIRES_NONE = "-"
 MAX_LABEL_KEY = 32  # characters
 MAX_LABEL_VALUE = 64  # characters
 LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")  # not a digit first
@@ -58,15 +62,20 @@ def standard_library_names_before_3_10():
     return frozenset(found)
 
 
-def write_atomically(path, data):
-    # type: (str, bytes) -> bool
+def write_atomically(path, data, mode=0o666):
+    # type: (str, bytes, int) -> bool
+    """Write ``path`` whole or not at all (its directory made 0700 where missing); ``mode``
+    before the umask."""
     directory = os.path.dirname(path)
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         if not os.path.isdir(directory):
             os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(temporary, "wb") as stream:
-            stream.write(data)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
         return True
     except OSError:
@@ -75,6 +84,63 @@ def write_atomically(path, data):
         except OSError:
             pass
         return False
+
+
+# --------------------------------------------------------------------------- the user's secret
+
+
+def create_secret(path):
+    # type: (str) -> bool
+    """Make the user's secret, 32 random bytes as 64 hex digits, mode 0600 (its directory 0700
+    where it has to be made); True when there is a secret at ``path`` afterwards. Written
+    whole to a file of its own and linked into place, so that no process reads half of one,
+    none replaces one, and processes starting at once all take the first."""
+    directory = os.path.dirname(path)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    data = os.urandom(32).hex().encode("ascii") + b"\n"
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _write_new(temporary, data)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made one first: that is the secret
+        except OSError:  # a file system without hard links
+            _write_new(path, data)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    finally:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+    return os.path.isfile(path)
+
+
+def _write_new(path, data):
+    # type: (str, bytes) -> None
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+
+
+def keep_contributions(path, identity, people):
+    # type: (str, list[int], dict[str, str]) -> None
+    """Keep the person fields computed so far beside the secret they come from (mode 0600),
+    with the secret file's identity; at most ``_MAX_KEPT`` of them."""
+    import marshal
+
+    kept = {name: value for name, value in people.items() if value != core.NO_PERSON}
+    if len(kept) > _MAX_KEPT:
+        kept = dict(list(kept.items())[-_MAX_KEPT:])
+    write_atomically(path, marshal.dumps({"secret": identity, "people": kept}), 0o600)
+
+
+_MAX_KEPT = 4000  # contributions kept beside a secret (about 25 bytes each)
 
 
 # --------------------------------------------------------------------------- labels
@@ -115,15 +181,14 @@ def parse_labels(text):
 
 
 def statsd_datagrams(records, first):
-    # type: (list[str], bool) -> list[bytes]
-    """The lines popularity-contest sends: one per library, and one per report."""
+    # type: (list[Record], bool) -> list[bytes]
+    """The lines popularity-contest sends: one per library (its first record, whatever the
+    cause), and one per report."""
     prefix = statsd_prefix(os.environ.get("POPCON_STATSD_PREFIX", ""))
-    upgrade = core.LEVELS[2]
     lines = []
-    for record in records:
-        fields = record.split(" ")
-        if fields[3] != upgrade:
-            lines.append(f"{prefix}.library_used.{fields[1]}:1|c")
+    for name, _version, level, _origin, _importer in records:
+        if level in core.FIRST_LEVELS:
+            lines.append(f"{prefix}.library_used.{name}:1|c")
     if first:
         lines.append(f"{prefix}.reports:1|c")
     return [chunk.encode("utf-8") for chunk in core.chunks(lines, core.MAX_DATAGRAM)]
@@ -165,19 +230,24 @@ def time_line():
 # --------------------------------------------------------------------------- the inventory
 
 
-def send_inventory(config, inventories, inventory_id, stamp):
-    # type: (core.Config, list[Inventory], str, str) -> None
-    """Send the environment's installed distributions, and stamp when (the core decided that
-    it is due)."""
-    if not write_atomically(stamp, b""):
+def send_inventory(config, inventories, inventory_id, stamp, sent=0):
+    # type: (core.Config, list[Inventory], str, str, int) -> None
+    """Send the environment's installed distributions, each with why it is installed where its
+    metadata says (``dist`` lines with ``<requested>`` and ``<requires>``; the plain lines
+    when those need more than ``MAX_INVENTORY_PARTS``), and stamp when (the core decided that
+    it is due); the stamp's size counts the sends (``sent`` before this one), up to
+    ``core.YOUNG_SENDS``."""
+    if not write_atomically(stamp, b"." * min(sent + 1, core.YOUNG_SENDS)):
         return  # nowhere to remember it: better never than every process
     _remove_other_stamps(stamp)
     entries = sorted({pair for _id, dists in inventories for pair in dists})
-    lines = [f"dist {name} {version}" for name, version in entries]
     base = f"{core.PROTOCOL_VERSION} inv {inventory_id} %d %d\n"
     stamp = "" if config.key is None else time_line()
     room = len(config.header.encode("utf-8")) + core.HEAD_ROOM + len(base) + len(stamp)
-    texts = core.chunks(lines, core.MAX_DATAGRAM - room)
+    budget = core.MAX_DATAGRAM - room
+    texts = core.chunks(dist_lines(entries, installed_reasons(), budget), budget)
+    if len(texts) > MAX_INVENTORY_PARTS:
+        texts = core.chunks([f"dist {name} {version}" for name, version in entries], budget)
     if len(texts) > MAX_INVENTORY_PARTS:
         return  # cannot be said in one inventory: documented limit
     total = len(texts)
@@ -190,6 +260,45 @@ def send_inventory(config, inventories, inventory_id, stamp):
             for part, text in enumerate(texts, 1)
         ],
     )
+
+
+def dist_lines(entries, reasons, budget):
+    # type: (list[tuple[str, str]], dict[str, tuple[str, list[str]]], int) -> list[str]
+    """An inventory's ``dist`` lines: ``dist <name> <version> <requested> <requires>`` where
+    ``reasons`` (``map.installed_reasons``) knows the distribution, with at most
+    ``MAX_REQUIRES`` of its requirements that are installed (in ``entries``), fewer where the
+    line would not fit in ``budget`` bytes; else ``dist <name> <version>``."""
+    installed = {name for name, _version in entries}
+    lines = []
+    for name, version in entries:
+        line = f"dist {name} {version}"
+        reason = reasons.get(name)
+        if reason is not None:
+            requested, names = reason
+            kept = [required for required in names if required in installed][:MAX_REQUIRES]
+            room = budget - len(line) - len(requested) - 3  # two spaces and the newline
+            while kept and len(",".join(kept)) > room:
+                kept.pop()
+            line = f"{line} {requested} {','.join(kept) or REQUIRES_NONE}"
+        lines.append(line)
+    return lines
+
+
+def installed_reasons():
+    # type: () -> dict[str, tuple[str, list[str]]]
+    """Why each distribution of the environment's site-packages (the inventory's directories,
+    not the user site) is installed, the directory first on ``sys.path`` winning."""
+    import site
+
+    try:
+        directories = site.getsitepackages()
+    except AttributeError:  # very old virtualenv
+        directories = [p for p in sys.path if p.endswith("site-packages")]
+    mapper = core.sibling("map")
+    found = {}  # type: dict[str, tuple[str, list[str]]]
+    for directory in reversed(directories):
+        found.update(mapper.installed_reasons(directory))
+    return found
 
 
 def _remove_other_stamps(stamp):

@@ -23,6 +23,7 @@ from traitlets.config.loader import ArgumentError
 from popcon import __version__
 from popcon.protocol import DEFAULT_COLLECTOR_PORT, DEFAULT_HTTP_PORT, DEFAULT_STATSD_PREFIX
 from popcon.protocol.decode import DEFAULT_STATSD_ENV
+from popcon.server.query.environments import QUIET_AFTER
 from popcon.server.receive.receiver import parse_address
 from popcon.server.serve import run
 from popcon.server.settings import (
@@ -82,6 +83,12 @@ class PopconServe(Application):
         help='Counts below this are shown as "fewer than N" in every answer (API, CLI, '
         "metrics) except unused; 1 shows every count.",
     ).tag(config=True)
+    min_users = Int(
+        3,
+        help="A row that fewer people than this used has its counts hidden in every answer "
+        '(API, CLI, dashboard) as "fewer than N people"; rows whose people are unknown are '
+        "left to min_count; 1 shows every row.",
+    ).tag(config=True)
     max_environments = Int(
         500, help="Most distinct environments stored; datagrams of further ones are dropped."
     ).tag(config=True)
@@ -107,6 +114,12 @@ class PopconServe(Application):
     max_importers = Int(
         100_000,
         help="Most distinct importers stored over all libraries, beyond the first of each.",
+    ).tag(config=True)
+    quiet_after = Float(
+        QUIET_AFTER / 3600,
+        help="Hours without a report after which an environment that reported before is "
+        "flagged quiet (in the Environments view and popcon envs); /metrics has each "
+        "environment's last report time for alerts.",
     ).tag(config=True)
     max_connections = Int(
         HttpLimits.max_connections,
@@ -160,6 +173,7 @@ class PopconServe(Application):
         "bucket-width": "PopconServe.bucket_width",
         "retention-days": "PopconServe.retention_days",
         "min-count": "PopconServe.min_count",
+        "min-users": "PopconServe.min_users",
         "max-environments": "PopconServe.max_environments",
         "max-label-sets-per-env": "PopconServe.max_label_sets_per_env",
         "max-libraries-per-env": "PopconServe.max_libraries_per_env",
@@ -171,6 +185,7 @@ class PopconServe(Application):
         "max-connections": "PopconServe.max_connections",
         "idle-timeout": "PopconServe.idle_timeout",
         "body-timeout": "PopconServe.body_timeout",
+        "quiet-after": "PopconServe.quiet_after",
         "statsd-prefix": "PopconServe.statsd_prefix",
         "statsd-env": "PopconServe.statsd_env",
         "base-url": "PopconServe.base_url",
@@ -210,14 +225,14 @@ class PopconServe(Application):
             }
         return config
 
-    @validate("min_count")
-    def _check_min_count(self, proposal: Any) -> int:
+    @validate("min_count", "min_users")
+    def _check_threshold(self, proposal: Any) -> int:
         value: int = proposal["value"]
         if value < 1:
-            raise ValueError("--min-count: expected at least 1")
+            raise ValueError(f"--{proposal['trait'].name.replace('_', '-')}: expected at least 1")
         return value
 
-    @validate("max_connections", "idle_timeout", "body_timeout")
+    @validate("max_connections", "idle_timeout", "body_timeout", "quiet_after")
     def _check_positive(self, proposal: Any) -> float:
         value: float = proposal["value"]
         if not value > 0:
@@ -283,6 +298,7 @@ class PopconServe(Application):
             db=os.path.expanduser(self.db),
             store=store,
             min_count=self.min_count,
+            min_users=self.min_users,
             api_auth=make_auth(mode, token),
             metrics_auth=OpenAuth() if self.metrics_open else make_auth(mode, token),
             key=key.encode() if key else None,
@@ -290,6 +306,7 @@ class PopconServe(Application):
             statsd_env=self.statsd_env,
             base_url=self.base_url,
             http_limits=HttpLimits(self.max_connections, self.idle_timeout, self.body_timeout),
+            quiet_after=self.quiet_after * 3600,
         )
 
     def write_config_file(self) -> None:

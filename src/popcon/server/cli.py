@@ -1,9 +1,16 @@
 """The collector's commands: ``popcon serve`` and the questions asked of a collector.
 
-``popcon top|unused|user-installed|why|versions|envs`` read either a running collector's HTTP
-API (``--server URL``, token from ``POPCON_API_TOKEN``; the default is the collector on this
-machine, ``http://127.0.0.1:8138/``) or a database file directly (``--db PATH``, read-only).
-Both give the same answer: the JSON is the API's, byte for byte the same structure.
+``popcon top|programs|unused|user-installed|why|versions|envs`` read either a running
+collector's HTTP API (``--server URL``, token from ``POPCON_API_TOKEN``; the default is the
+collector on this machine, ``http://127.0.0.1:8138/``) or a database file directly (``--db
+PATH``, read-only). Both give the same answer: the JSON is the API's, byte for byte the same
+structure.
+
+Rows count people (``USERS``: distinct people, estimated from the recorders' sketches; ``?``
+where no recorder sent people) beside processes. Libraries are those people's own code used,
+directly or through other libraries, most users first; ``--include-programs`` adds what the
+programs (a Jupyter server, a kernel's machinery, pip, pytest) imported for themselves, and
+``popcon programs`` lists the programs.
 
 Output: an aligned table by default, JSON with ``--json``, CSV with ``--csv``. The table is
 printed even when standard output is a pipe (``popcon top | head`` stays readable);
@@ -24,13 +31,29 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+from popcon.arguments import Parser, parse_command
 from popcon.output import write_stdout
 from popcon.protocol import DEFAULT_HTTP_PORT, DIRECT, ORIGINS
 from popcon.server.query import answers
 from popcon.server.query.connection import connect_readonly
+from popcon.server.query.environments import (
+    QUIET_AFTER,
+    WHY_DEPENDENCY,
+    WHY_ORPHAN,
+    WHY_REQUESTED,
+    WHY_UNKNOWN,
+)
 from popcon.server.query.params import BadParameter, QueryError, canonical_library
 from popcon.server.settings import API_TOKEN_ENV
-from popcon.server.tables import Column, display_text, render_csv, render_json, render_table
+from popcon.server.tables import (
+    UNKNOWN_IN_TABLE,
+    Column,
+    display_text,
+    render_csv,
+    render_json,
+    render_table,
+)
+from popcon.server.upkeep_commands import UPKEEP_COMMANDS, add_upkeep_commands, run_upkeep
 
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}/"
 #: Seconds an HTTP request to the collector may take.
@@ -102,8 +125,16 @@ def fetch_http(server: str, path: str, params: Mapping[str, str]) -> dict[str, A
         raise CommandError(f"the collector at {server} did not answer JSON") from None
 
 
-def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> dict[str, Any]:
-    """The same answer as the API, read from the database file (read-only)."""
+def fetch_db(
+    db: str,
+    path: str,
+    params: Mapping[str, str],
+    min_count: int,
+    min_users: int = 1,
+    quiet_after: float = QUIET_AFTER,
+) -> dict[str, Any]:
+    """The same answer as the API, read from the database file (read-only); environments
+    are quiet after ``quiet_after`` seconds without a report."""
     try:
         conn = connect_readonly(db)
     except FileNotFoundError as error:
@@ -114,9 +145,14 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
         now = time.time()
         if path.startswith("libraries/"):
             name = urllib.parse.unquote(path.split("/", 1)[1])
-            answer = answers.library_answer(conn, name, params, now=now, min_count=min_count)
+            answer = answers.library_answer(
+                conn, name, params, now=now, min_count=min_count, min_users=min_users
+            )
         else:
-            answer = answers.ANSWERS[path](conn, params, now=now, min_count=min_count)
+            settings = {"quiet_after": quiet_after} if path == "environments" else {}
+            answer = answers.ANSWERS[path](
+                conn, params, now=now, min_count=min_count, min_users=min_users, **settings
+            )
     except (BadParameter, QueryError) as error:
         raise CommandError(str(error), 2) from None
     except sqlite3.Error as error:  # a corrupt or damaged database
@@ -132,7 +168,11 @@ def fetch_db(db: str, path: str, params: Mapping[str, str], min_count: int) -> d
 
 def fetcher(args: argparse.Namespace) -> Fetch:
     if args.db:
-        return lambda path, params: fetch_db(args.db, path, params, args.min_count)
+        hours = getattr(args, "quiet_after", None)
+        quiet_after = QUIET_AFTER if hours is None else hours * 3600
+        return lambda path, params: fetch_db(
+            args.db, path, params, args.min_count, args.min_users, quiet_after
+        )
     server = check_server(args.server)
     return lambda path, params: fetch_http(server, path, params)
 
@@ -161,6 +201,14 @@ def _common(parser: argparse.ArgumentParser, since: str, filters: bool = True) -
         help='with --db: show counts below N as "fewer than N" (default 3; the server '
         "applies its own setting)",
     )
+    source.add_argument(
+        "--min-users",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --db: hide the counts of rows fewer than N people used (default 3; the "
+        "server applies its own setting)",
+    )
     if since:
         _window_options(parser, since)
     if filters:
@@ -173,40 +221,68 @@ def _common(parser: argparse.ArgumentParser, since: str, filters: bool = True) -
 def _window_options(parser: argparse.ArgumentParser, since: str) -> None:
     window = parser.add_argument_group("time window")
     window.add_argument(
-        "--since", metavar="DURATION", help=f"6h, 24h, 7d, 30d... (default {since})"
+        "--since", metavar="DURATION", help=f"6h, 24h, 7d, 2w, 30d... (default {since})"
     )
     window.add_argument("--from", dest="start", metavar="TIME", help="ISO-8601 start")
     window.add_argument("--until", metavar="TIME", help="ISO-8601 end (default now)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="popcon", add_help=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    top = commands.add_parser(
-        "top", help="libraries by processes", description="Libraries by processes that used them."
-    )
-    _common(top, "6h")
-    top.add_argument(
-        "--direct",
+def _include_programs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--include-programs",
         action="store_true",
-        help="count only processes that imported the library from user code",
+        help="count also what programs (a Jupyter server, a kernel's machinery, pip...) "
+        "imported for themselves, not only what people's code used",
     )
-    top.add_argument(
+
+
+def _label_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--label",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="only reports carrying this label (repeatable)",
     )
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="popcon", add_help=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    top = commands.add_parser(
+        "top",
+        help="libraries by the people whose code used them",
+        description="Libraries people's own code used, directly or through other libraries, "
+        "by users (distinct people), then processes.",
+    )
+    _common(top, "6h")
+    _include_programs(top)
+    top.add_argument(
+        "--direct",
+        action="store_true",
+        help="count only processes that imported the library from user code",
+    )
+    _label_option(top)
     top.add_argument("--origin", choices=ORIGINS, help="only this origin")
     top.add_argument("--limit", type=int, metavar="N", help="show the first N only")
+
+    programs = commands.add_parser(
+        "programs",
+        help="the programs people run, by users",
+        description="Programs (the distribution of a console script or python -m: a Jupyter "
+        "server, a kernel, pip, pytest) by users (distinct people), then processes.",
+    )
+    _common(programs, "6h")
+    _label_option(programs)
 
     unused = commands.add_parser(
         "unused",
         help="installed but imported by nobody",
         description="Distributions in an environment's latest inventory that no process "
-        "imported in the window.",
+        "imported in the window, and why each is installed: on request, as a dependency of "
+        "another, or neither; whether a used distribution requires it; packaging tools "
+        "apart.",
     )
     _common(unused, "30d")
     user = commands.add_parser(
@@ -223,17 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     why.add_argument("library", metavar="LIB")
     _common(why, "30d")
+    _include_programs(why)
     versions = commands.add_parser(
         "versions", help="versions of a library in use", description="Versions of LIB in use."
     )
     versions.add_argument("library", metavar="LIB")
     _common(versions, "30d")
+    _include_programs(versions)
     envs = commands.add_parser(
         "envs",
         help="environments that report",
-        description="Environments: labels, last seen, inventory size, processes.",
+        description="Environments: labels, last seen, inventory size, processes, and which "
+        "are quiet (reported before, nothing since for longer than the collector's "
+        "--quiet-after).",
     )
     _common(envs, "", filters=False)
+    envs.add_argument(
+        "--quiet-after",
+        type=float,
+        metavar="HOURS",
+        help=f"with --db: flag environments with no report for more than HOURS (default "
+        f"{QUIET_AFTER / 3600:g}; the server applies its own setting)",
+    )
+    add_upkeep_commands(commands)
     return parser
 
 
@@ -271,43 +359,125 @@ def _window_text(answer: Mapping[str, Any]) -> str:
 
 def _hidden_note(answer: Mapping[str, Any]) -> str:
     n = answer.get("min_count", 1)
-    return f'; counts under {n} shown as "fewer than {n}"' if n and n > 1 else ""
+    note = f'; counts under {n} shown as "fewer than {n}"' if n and n > 1 else ""
+    people = answer.get("min_users", 1)
+    if people and people > 1:
+        note += f'; rows fewer than {people} people used shown as "fewer than {people} people"'
+    return note
 
 
-def command_top(args: argparse.Namespace, fetch: Fetch) -> Shown:
-    params = window_params(args, "6h")
-    for item in args.label:
+def _people_text(value: Any) -> str:
+    """A count of people in a caption: ``?`` when unknown (no recorder sent people)."""
+    return UNKNOWN_IN_TABLE if value is None else str(value)
+
+
+def _scope_params(args: argparse.Namespace, params: dict[str, str]) -> dict[str, str]:
+    """``params`` with the ``--label`` filters and ``--include-programs`` of ``args``."""
+    for item in getattr(args, "label", ()):
         key, sep, value = item.partition("=")
         if not sep:
             raise CommandError(f"--label: expected KEY=VALUE, got {item!r}", 2)
         params[f"label.{key}"] = value
+    if getattr(args, "include_programs", False):
+        params["include"] = answers.INCLUDE_PROGRAMS
+    return params
+
+
+def command_top(args: argparse.Namespace, fetch: Fetch) -> Shown:
+    params = _scope_params(args, window_params(args, "6h"))
     if args.direct:
         params["level"] = DIRECT
     if args.origin:
         params["origin"] = args.origin
     answer = fetch("libraries", params)
     rows = answer["libraries"][: args.limit] if args.limit else answer["libraries"]
-    columns = [("LIBRARY", "name"), ("PROCESSES", "processes")]
+    columns = [("LIBRARY", "name"), ("USERS", "users"), ("PROCESSES", "processes")]
     if not args.direct:
         columns += [("DIRECT", "direct"), ("TRANSITIVE", "transitive")]
+        if args.include_programs:
+            columns.append(("PROGRAM", "program"))
     scope = f"environment {args.env}" if args.env else "all environments"
-    caption = (
-        f"{'Direct use' if args.direct else 'Libraries'} {_window_text(answer)}, {scope}"
-        f"{_hidden_note(answer)}"
-    )
+    if args.direct:
+        what = "Direct use by people's code"
+    elif args.include_programs:
+        what = "Libraries of people's code and of programs"
+    else:
+        what = "Libraries of people's code"
+    caption = f"{what} {_window_text(answer)}, {scope}{_hidden_note(answer)}"
+    return Shown(answer, columns, rows, caption)
+
+
+def command_programs(args: argparse.Namespace, fetch: Fetch) -> Shown:
+    answer = fetch("programs", _scope_params(args, window_params(args, "6h")))
+    rows = [
+        {**row, "versions_text": _versions_text(row.get("versions", []))}
+        for row in answer["programs"]
+    ]
+    columns = [
+        ("PROGRAM", "name"),
+        ("USERS", "users"),
+        ("PROCESSES", "processes"),
+        ("VERSIONS", "versions_text"),
+    ]
+    scope = f"environment {args.env}" if args.env else "all environments"
+    caption = f"Programs {_window_text(answer)}, {scope}{_hidden_note(answer)}"
     return Shown(answer, columns, rows, caption)
 
 
 def command_unused(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = fetch("unused", window_params(args, "30d"))
     rows = [
-        {"env": env["env"], "name": lib["name"], "version": lib["version"]}
+        {
+            "env": env["env"],
+            "name": lib["name"],
+            "version": lib["version"],
+            # .get: a collector before schema 3 answers names and versions only
+            "why": _UNUSED_TOOL if lib.get("tool") else lib.get("why", WHY_UNKNOWN),
+            "required_by": lib.get("required_by", []),
+            "needed_by": lib.get("needed_by", []),
+            "removable": _yes_no(lib.get("removable")),
+        }
         for env in answer["environments"]
         for lib in env["libraries"]
     ]
-    caption = f"Installed but not imported {_window_text(answer)}"
-    columns = [("ENVIRONMENT", "env"), ("LIBRARY", "name"), ("VERSION", "version")]
+    rows.sort(key=lambda row: (row["env"], _UNUSED_ORDER.index(row["why"]), row["name"]))
+    caption = (
+        f"Installed but not imported {_window_text(answer)}; WHY: requested (installed on "
+        "request), orphan (neither requested nor required by an installed distribution), "
+        "dependency (required by those of REQUIRED BY), unknown (the inventory does not say), "
+        "tool (pip, setuptools, wheel); REMOVABLE: no used distribution requires it, directly "
+        "or through others (those that do: NEEDED BY)"
+    )
+    waiting = [
+        row["env"]
+        for row in fetch("environments", {})["environments"]
+        if row.get("inventory_at") is None and (not args.env or row["env"] == args.env)
+    ]
+    if waiting:
+        caption += (
+            f"\nNo inventory yet from {', '.join(waiting)}: its recorders send one with their "
+            "first processes and again about 1, 3, 7, 14, 29 and 59 minutes later, then "
+            "hourly, by default (docs/recording.md#when-it-sends)"
+        )
+    columns = [
+        ("ENVIRONMENT", "env"),
+        ("LIBRARY", "name"),
+        ("VERSION", "version"),
+        ("WHY", "why"),
+        ("REQUIRED BY", "required_by"),
+        ("NEEDED BY", "needed_by"),
+        ("REMOVABLE", "removable"),
+    ]
     return Shown(answer, columns, rows, caption)
+
+
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else "yes" if value else "no"
+
+
+#: How ``popcon unused`` orders an environment's rows, by their WHY.
+_UNUSED_TOOL = "tool"
+_UNUSED_ORDER = (WHY_REQUESTED, WHY_ORPHAN, WHY_DEPENDENCY, WHY_UNKNOWN, _UNUSED_TOOL)
 
 
 def _versions_text(versions: Sequence[Mapping[str, Any]]) -> str:
@@ -334,7 +504,8 @@ def _library(args: argparse.Namespace, fetch: Fetch) -> dict[str, Any]:
         name = canonical_library(args.library)
     except BadParameter as error:
         raise CommandError(str(error), 2) from None
-    return fetch("libraries/" + urllib.parse.quote(name), window_params(args, "30d"))
+    params = _scope_params(args, window_params(args, "30d"))
+    return fetch("libraries/" + urllib.parse.quote(name), params)
 
 
 def direct_share(answer: Mapping[str, Any]) -> float | None:
@@ -350,22 +521,30 @@ def command_why(args: argparse.Namespace, fetch: Fetch) -> Shown:
     share = direct_share(answer)
     share_text = f"{share:.0%}" if share is not None else "-"
     caption = (
-        f"{answer['name']} {_window_text(answer)}: {answer['processes']} processes, "
+        f"{answer['name']} {_window_text(answer)}: {_people_text(answer.get('users'))} users, "
+        f"{answer['processes']} processes, "
         f"{answer['direct']} direct ({share_text}), {answer['transitive']} transitive"
         f"{_hidden_note(answer)}\nImported by:"
     )
     answer = {**answer, "direct_share": share}
     rows = [
-        {"importer": row["importer"], "processes": row["processes"]} for row in answer["importers"]
+        {
+            "importer": row["importer"],
+            "users": row.get("users"),
+            "processes": row["processes"],
+        }
+        for row in answer["importers"]
     ]
-    return Shown(answer, [("IMPORTER", "importer"), ("PROCESSES", "processes")], rows, caption)
+    columns = [("IMPORTER", "importer"), ("USERS", "users"), ("PROCESSES", "processes")]
+    return Shown(answer, columns, rows, caption)
 
 
 def command_versions(args: argparse.Namespace, fetch: Fetch) -> Shown:
     answer = _library(args, fetch)
     caption = f"Versions of {answer['name']} in use {_window_text(answer)}{_hidden_note(answer)}"
     rows = list(answer["versions"])
-    return Shown(answer, [("VERSION", "version"), ("PROCESSES", "processes")], rows, caption)
+    columns = [("VERSION", "version"), ("USERS", "users"), ("PROCESSES", "processes")]
+    return Shown(answer, columns, rows, caption)
 
 
 def command_envs(args: argparse.Namespace, fetch: Fetch) -> Shown:
@@ -378,6 +557,7 @@ def command_envs(args: argparse.Namespace, fetch: Fetch) -> Shown:
                 for labels in row["labels"]
                 if labels
             ),
+            "quiet_text": "quiet" if row.get("quiet") else "",
         }
         for row in answer["environments"]
     ]
@@ -386,14 +566,38 @@ def command_envs(args: argparse.Namespace, fetch: Fetch) -> Shown:
         ("PYTHON", "py"),
         ("LABELS", "labels_text"),
         ("LAST SEEN", "last_seen"),
+        ("QUIET", "quiet_text"),
         ("INVENTORY", "inventory_size"),
         ("PROCESSES", "processes"),
     ]
-    return Shown(answer, columns, rows, f"Environments{_hidden_note(answer)}")
+    caption = f"Environments{_hidden_note(answer)}"
+    if "quiet_after" in answer:
+        quiet = sum(1 for row in rows if row.get("quiet"))
+        caption += (
+            f"; quiet: no report for more than {answer['quiet_after'] / 3600:g} hours "
+            f"({quiet} of {len(rows)})"
+        )
+    return Shown(answer, columns, rows, caption)
+
+
+def serve_options() -> list[str]:
+    """``popcon serve``'s flags, for ``popcon completion``."""
+    from popcon.server.app import PopconServe
+
+    return [f"--{name}" for name in (*PopconServe.aliases, *PopconServe.flags)]
+
+
+def require_environment(env: str, fetch: Fetch) -> None:
+    """A :class:`CommandError` when no environment ``env`` has reported: an empty answer
+    for ``--env`` then means a wrong name, not an unused environment."""
+    known = [row["env"] for row in fetch("environments", {})["environments"]]
+    if env not in known:
+        raise CommandError(f"--env {env}: no such environment (popcon envs lists them)")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Fetch], Shown]] = {
     "top": command_top,
+    "programs": command_programs,
     "unused": command_unused,
     "user-installed": command_user_installed,
     "why": command_why,
@@ -403,7 +607,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Fetch], Shown]] = {
 
 
 #: Table columns whose CSV form is the structured value (JSON in the cell).
-_CSV_KEYS = {"versions_text": "versions", "labels_text": "labels"}
+_CSV_KEYS = {"versions_text": "versions", "labels_text": "labels", "quiet_text": "quiet"}
 
 
 def render(shown: Shown, args: argparse.Namespace) -> str:
@@ -425,14 +629,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         from popcon.server.app import main as serve_main
 
         return serve_main(argv[1:])
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    known = (*COMMANDS, *UPKEEP_COMMANDS)
+    if argv and argv[0] not in known and not argv[0].startswith("-"):
         print(f"popcon: unknown collector command {argv[0]!r}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    args = parse_command(build_parser(), argv)
+    if args.command in UPKEEP_COMMANDS:
+        return run_upkeep(args)
     try:
         if args.min_count < 1:
             raise CommandError("--min-count: expected at least 1", 2)
-        shown = COMMANDS[args.command](args, fetcher(args))
+        if args.min_users < 1:
+            raise CommandError("--min-users: expected at least 1", 2)
+        if getattr(args, "quiet_after", None) is not None and not args.quiet_after > 0:
+            raise CommandError(f"--quiet-after: expected more than 0, got {args.quiet_after:g}", 2)
+        if getattr(args, "limit", None) is not None and args.limit < 1:
+            raise CommandError(f"--limit: expected at least 1, got {args.limit}", 2)
+        fetch = fetcher(args)
+        shown = COMMANDS[args.command](args, fetch)
+        if getattr(args, "env", None) and not shown.rows:
+            require_environment(args.env, fetch)
     except CommandError as error:
         print(display_text(f"popcon {args.command}: {error}"), file=sys.stderr)
         return error.status

@@ -90,9 +90,11 @@ async def serve(settings: ServeSettings, *, stop: asyncio.Event | None = None) -
         ctx = ServerContext(
             reader=reader,
             min_count=settings.min_count,
+            min_users=settings.min_users,
             api_auth=settings.api_auth,
             metrics_auth=settings.metrics_auth,
-            registry=make_registry(reader.connection, settings.min_count),
+            registry=make_registry(reader.connection, settings.min_count, settings.min_users),
+            quiet_after=settings.quiet_after,
         )
         try:
             sockets = bind_sockets(settings.http[1], settings.http[0])

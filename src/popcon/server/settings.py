@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from popcon.server.query.environments import QUIET_AFTER
 from popcon.server.storage.schema import StoreSettings
 
 if TYPE_CHECKING:  # the CLI reads API_TOKEN_ENV here without importing tornado
@@ -54,6 +55,7 @@ class ServeSettings:
     db: str
     store: StoreSettings
     min_count: int
+    min_users: int
     api_auth: Auth
     metrics_auth: Auth
     #: The shared key datagrams must be signed with; None accepts unsigned datagrams.
@@ -62,6 +64,8 @@ class ServeSettings:
     statsd_env: str
     base_url: str
     http_limits: HttpLimits = field(default_factory=HttpLimits)
+    #: Seconds without a report after which an environment that reported is flagged quiet.
+    quiet_after: float = QUIET_AFTER
 
 
 def check_token(token: str) -> str:

@@ -4,6 +4,10 @@ What a terminal shows passes through :func:`display_text`, which writes the char
 make it lie (controls, bidirectional overrides) as ``\\uXXXX`` escapes; what a CSV holds
 passes through :func:`csv_cell`, which keeps a spreadsheet from reading a text cell as a
 formula. JSON is the API's answer unchanged.
+
+A count of people is ``None`` where no recorder sent any (statsd clients, ``popcon/1``
+recorders, processes without a secret): a table writes it :data:`UNKNOWN_IN_TABLE`, a CSV
+:data:`UNKNOWN_IN_CSV`, never 0.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ _SPOOFING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
+#: The columns whose ``None`` is a count nobody knows (no person was reported), and how a table
+#: and a CSV write it.
+PEOPLE_KEYS = frozenset({"users", "direct_users", "program_users"})
+UNKNOWN_IN_TABLE = "?"
+UNKNOWN_IN_CSV = "unknown"
+
 
 def display_text(text: str) -> str:
     """``text`` as a terminal may show it: each control or bidirectional formatting character
@@ -43,9 +53,9 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def cell(value: Any) -> str:
+def cell(value: Any, key: str = "") -> str:
     if value is None:
-        return "-"
+        return UNKNOWN_IN_TABLE if key in PEOPLE_KEYS else "-"
     if isinstance(value, float):
         return f"{value:.0%}" if 0 <= value <= 1 else f"{value:g}"
     if isinstance(value, (list, tuple)):
@@ -60,14 +70,19 @@ def _is_numeric(value: Any) -> bool:
 
 
 def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
-    """An aligned table with a heading line; a numeric column is right-aligned."""
-    texts = [[display_text(cell(row.get(key))) for _, key in columns] for row in rows]
+    """An aligned table with a heading line; a numeric column (and a column of people, whose
+    unknown counts are ``?``) is right-aligned."""
+    texts = [[display_text(cell(row.get(key), key)) for _, key in columns] for row in rows]
     widths = [len(heading) for heading, _ in columns]
     for line in texts:
         widths = [max(w, len(t)) for w, t in zip(widths, line)]
+
     right = [
-        any(_is_numeric(row.get(key)) for row in rows)
-        and all(_is_numeric(row.get(key)) or isinstance(row.get(key), str) for row in rows)
+        key in PEOPLE_KEYS
+        or (
+            any(_is_numeric(row.get(key)) for row in rows)
+            and all(_is_numeric(row.get(key)) or isinstance(row.get(key), str) for row in rows)
+        )
         for _, key in columns
     ]
 
@@ -82,12 +97,19 @@ def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -
 
 def render_csv(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
     """CSV with the row keys as the header, each cell a :func:`csv_cell`; hidden counts stay
-    as their text."""
+    as their text, unknown counts of people are :data:`UNKNOWN_IN_CSV`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([key for _, key in columns])
     for row in rows:
-        writer.writerow([csv_cell(row.get(key)) for _, key in columns])
+        writer.writerow(
+            [
+                UNKNOWN_IN_CSV
+                if row.get(key) is None and key in PEOPLE_KEYS
+                else csv_cell(row.get(key))
+                for _, key in columns
+            ]
+        )
     return out.getvalue()
 
 

@@ -24,9 +24,9 @@ from popcon.protocol import (
     canonical_name,
 )
 
-#: Units accepted by ``since``: minutes, hours, days.
-_UNITS = {"m": 60, "h": 3600, "d": 86400}
-_SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+#: Units accepted by ``since``: minutes, hours, days, weeks.
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SINCE_RE = re.compile(r"^([1-9][0-9]{0,5})([mhdw])$")
 #: The longest duration ``since`` and ``step`` take: 100 years.
 MAX_DURATION_DAYS = 36_500
 #: Times a window may start or end at: from 1970 to the year 9000, so that a window widened to
@@ -88,10 +88,10 @@ def iso(epoch: float) -> str:
 
 
 def parse_duration(text: str, name: str = "since") -> int:
-    """``"6h"`` → 21600. Accepts ``<n>m``, ``<n>h``, ``<n>d``."""
+    """``"6h"`` → 21600. Accepts ``<n>m``, ``<n>h``, ``<n>d``, ``<n>w``."""
     match = _SINCE_RE.match(text.strip())
     if not match:
-        raise BadParameter(name, f"expected a duration like 6h, 24h, 7d or 30d, got {text!r}")
+        raise BadParameter(name, f"expected a duration like 6h, 24h, 7d, 2w or 30d, got {text!r}")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds > MAX_DURATION_DAYS * _UNITS["d"]:
         raise BadParameter(name, f"expected at most {MAX_DURATION_DAYS}d, got {text!r}")

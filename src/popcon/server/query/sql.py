@@ -21,9 +21,16 @@ ALL_SOURCES = "source_id IN (SELECT id FROM sources)"
 #: Seeks library by library through ``usage_by_library`` (keyed tier, library, bucket), so rows
 #: come grouped by library and summing them needs no sort.
 ALL_LIBS = "lib_id IN (SELECT id FROM libs)"
-#: The raw record counts of usage rows, summed (see :mod:`~.counting`).
-SUMS = "SUM(direct) AS d, SUM(transitive) AS t, SUM(upgrade) AS u, SUM(unknown) AS k"
-_LEVELS = "direct, transitive, upgrade, unknown"
+#: The raw record counts of usage rows, summed (see :mod:`~.counting`), in the order of
+#: ``schema.LEVEL_COLUMNS``.
+SUMS = (
+    "SUM(direct) AS d, SUM(transitive) AS t, SUM(upgrade) AS u, SUM(unknown) AS k, "
+    "SUM(program) AS p, SUM(claimed) AS c"
+)
+_LEVELS = "direct, transitive, upgrade, unknown, program, claimed"
+#: The tables of each kind of rows: per library (all sources), per source.
+USAGE_TABLES = ("usage_by_library", "usage_by_source")
+SKETCH_TABLES = ("sketches_by_library", "sketches_by_source")
 
 
 def in_list(column: str, values: Sequence[int]) -> str:
@@ -57,13 +64,16 @@ def usage_statements(
     by_source: bool = False,
     where: str = "",
     group_by: str = "",
+    tables: tuple[str, str] = USAGE_TABLES,
 ) -> list[str]:
     """``SELECT {select}`` over the usage rows of ``span``: what its tier holds, then (when
     any) the tier-0 buckets not rolled up yet, as separate statements.
 
     ``by_source`` (or ``sources``) reads the rows per label set, which ``select`` may then
     use (``source_id``, ``version``); else the per-library table, which streams by library
-    (summed ``group_by="lib_id"``, it needs no sort). ``where`` is one more condition."""
+    (summed ``group_by="lib_id"``, it needs no sort). ``where`` is one more condition.
+    ``tables``: :data:`USAGE_TABLES`, or :data:`SKETCH_TABLES` for the sketches of people."""
+    by_library, by_source_table = tables
     extra = f" AND {where}" if where else ""
     tail = f" GROUP BY {group_by}" if group_by else ""
     source_filter = in_list("source_id", sources) if sources is not None else ALL_SOURCES
@@ -71,20 +81,20 @@ def usage_statements(
     if sources is None and not by_source:
         top = high if tier else min(high, rolled)
         statements = [
-            f"SELECT {select} FROM usage_by_library WHERE tier = {tier} "
+            f"SELECT {select} FROM {by_library} WHERE tier = {tier} "
             f"AND {ALL_LIBS} AND bucket >= {low} AND bucket < {top}{extra}{tail}"
         ]
         live = True
     else:
         statements = [
-            f"SELECT {select} FROM usage_by_source WHERE tier = {tier} "
+            f"SELECT {select} FROM {by_source_table} WHERE tier = {tier} "
             f"AND {source_filter} AND bucket >= {low} AND bucket < {high}{extra}{tail}"
         ]
         live = tier > 0
     live_low = max(low, rolled)
     if live and live_low < high:
         statements.append(
-            f"SELECT {select} FROM usage_by_source WHERE tier = 0 "
+            f"SELECT {select} FROM {by_source_table} WHERE tier = 0 "
             f"AND {source_filter} AND bucket >= {live_low} AND bucket < {high}{extra}{tail}"
         )
     return statements

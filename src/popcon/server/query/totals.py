@@ -20,7 +20,7 @@ _LIVE = f"u.tier = 0 AND u.{ALL_SOURCES} AND u.bucket >= ?"
 class LibraryTotal(NamedTuple):
     library: str
     env: str
-    level: str  # "direct", "transitive", "upgrade" or "unknown"
+    level: str  # one of LEVEL_COLUMNS
     records: int  # raw records of that level (one per process)
 
 
@@ -28,7 +28,7 @@ class VersionTotal(NamedTuple):
     library: str
     version: str  # "-" when unknown
     env: str
-    processes: int  # direct + transitive + unknown records
+    processes: int  # direct + transitive + unknown + program records
 
 
 class ReportTotal(NamedTuple):
@@ -38,7 +38,8 @@ class ReportTotal(NamedTuple):
 
 def library_process_totals(conn: sqlite3.Connection) -> list[LibraryTotal]:
     """Raw record totals per (library, env, level) since the library was first seen in the env
-    (within the retention). Processes = direct + transitive + unknown (not upgrade)."""
+    (within the retention). Processes = direct + transitive + unknown + program (not upgrade
+    or claimed)."""
     totals: dict[tuple[str, str, int], int] = {}
     with snapshot(conn) as rolled:
         for lib, env, level, count in conn.execute(
@@ -62,7 +63,8 @@ def library_process_totals(conn: sqlite3.Connection) -> list[LibraryTotal]:
 
 
 def library_version_totals(conn: sqlite3.Connection) -> list[VersionTotal]:
-    """Processes (direct + transitive + unknown records) per (library, version, env)."""
+    """Processes (direct + transitive + unknown + program records) per (library, version,
+    env)."""
     totals: dict[tuple[str, str, str], int] = {}
     with snapshot(conn) as rolled:
         for lib, version, env, count in conn.execute(
@@ -71,7 +73,8 @@ def library_version_totals(conn: sqlite3.Connection) -> list[VersionTotal]:
         ):
             totals[(lib, version, env)] = count
         for lib, version, env, count in conn.execute(
-            "SELECT l.name, u.version, e.name, SUM(u.direct + u.transitive + u.unknown) "
+            "SELECT l.name, u.version, e.name, "
+            "SUM(u.direct + u.transitive + u.unknown + u.program) "
             "FROM usage_by_source u JOIN sources s ON s.id = u.source_id "
             "JOIN envs e ON e.id = s.env_id JOIN libs l ON l.id = u.lib_id "
             f"WHERE {_LIVE} GROUP BY e.id, l.id, u.version",

@@ -20,15 +20,40 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Optional
 
+from popcon.protocol import ORIGINS, TRANSITIVE
 from popcon.protocol.decode import Decoder, is_signed
-from popcon.protocol.records import Decoded, InventoryPart, UseReport
-from popcon.server.storage.rows import Catalog, Limits, Pending, merge_pending
-from popcon.server.storage.schema import LEVEL_COLUMNS, ORIGIN_CODES, StoreSettings, labels_text
+from popcon.protocol.records import Decoded, InventoryPart, LibRecord, ProgRecord, UseReport
+from popcon.server.storage.rows import (
+    Catalog,
+    EdgeKey,
+    Installed,
+    Limits,
+    Pending,
+    merge_pending,
+)
+from popcon.server.storage.schema import (
+    LEVEL_COLUMNS,
+    ORIGIN_CODES,
+    RAN,
+    SKETCH_OF_LEVEL,
+    StoreSettings,
+    labels_text,
+    sketch_code,
+)
 
 log = logging.getLogger(__name__)
 
 _LEVEL_INDEX = {level: index for index, level in enumerate(LEVEL_COLUMNS)}
+_LEVELS = len(LEVEL_COLUMNS)
+#: The ``kind`` code of the sketch a record contributes to, by its level and origin.
+_SKETCH_CODES = {
+    (level, origin): sketch_code(kind, origin)
+    for level, kind in SKETCH_OF_LEVEL.items()
+    for origin in ORIGINS
+}
+_RAN_CODES = {origin: sketch_code(RAN, origin) for origin in ORIGINS}
 #: Seconds between two log lines of one cap.
 LOG_INTERVAL = 60.0
 #: What each cap's log line says was full (every cap counts what was seen within a day).
@@ -42,6 +67,9 @@ CAP_CAUSES = {
 #: Label sets repeat: their stored text is kept for the most recent ones.
 _labels_text = lru_cache(maxsize=10_000)(labels_text)
 
+#: Distinct reports an :class:`Ingestor` holds for its next job at most; past that they are
+#: counted into its rows at once (so what it holds does not grow with the rate).
+MAX_HELD_REPORTS = 4096
 #: Identical reports per finest bucket: ``{(bucket start, report): datagrams}``.
 Uses = Counter[tuple[int, UseReport]]
 
@@ -54,6 +82,37 @@ def _see(pending: Pending, env_id: int, bucket: int, py: str) -> None:
         pending.env_first[env_id] = bucket
 
 
+#: A record's place in a job, once counted in a bucket without a cap: its usage row, the
+#: row's index of its level, its edge (or None) and its person's registers (or None).
+Slot = tuple[list[int], int, Optional[EdgeKey], Optional[dict[int, int]]]
+
+
+class Slots:
+    """The :data:`Slot` of each record counted under one label set in one bucket, for the
+    job being filled: a repeated record is then counted with one look-up. Valid only as long
+    as the job and the catalog's memo of that environment and bucket (``Catalog.counted``)
+    are the ones it was made for; see :meth:`of`."""
+
+    __slots__ = ("by_source",)
+
+    def __init__(self) -> None:
+        self.by_source: dict[int, tuple[Pending, object, dict[object, Slot]]] = {}
+
+    def of(self, pending: Pending, memo: object, source_id: int) -> dict[object, Slot]:
+        """The slots of ``source_id``'s records in ``pending``, for ``memo``; new ones when
+        either changed (a new job, a new bucket, an environment released)."""
+        entry = self.by_source.get(source_id)
+        if entry is None or entry[0] is not pending or entry[1] is not memo:
+            if len(self.by_source) >= MAX_SLOT_SOURCES:
+                self.by_source.clear()
+            entry = self.by_source[source_id] = (pending, memo, {})
+        return entry[2]
+
+
+#: Label sets whose slots :class:`Slots` keeps at once (all of them are dropped when full).
+MAX_SLOT_SOURCES = 4096
+
+
 def expand_use(
     pending: Pending,
     catalog: Catalog,
@@ -61,71 +120,61 @@ def expand_use(
     bucket: int,
     report: UseReport,
     count: int,
+    slots: Slots | None = None,
 ) -> str:
     """Add ``count`` identical reports; returns the datagrams' result (``ok`` or the first
-    cap their records hit: records over a cap are left out, edges over one too)."""
+    cap their records hit: records over a cap are left out, edges over one too). ``slots``
+    (the receiving side's) spare a record counted before in this job and bucket its
+    look-ups."""
     env_id = catalog.env_id(report.env, limits, bucket, count)
     if env_id is None:
         return "env_cap"
     source_id = catalog.source_id(env_id, _labels_text(report.labels), limits, bucket, count)
     if source_id is None:
         return "labels_cap"
-    known = catalog.env_libs[env_id]
-    # The records counted in this bucket (no cap to ask again): record → (lib, importer).
+    # The records counted in this bucket (no cap to ask again): record without its person →
+    # (lib, importer).
     counted = catalog.counted.get(env_id)
     if counted is not None and counted[0] == bucket:
         memo = counted[1]
     else:
         memo = {}
         catalog.counted[env_id] = (bucket, memo)
-    libs = catalog.libs
-    known_seen = known.seen
-    live_seen = catalog.live_libs.seen
-    version_pairs = catalog.versions.pairs
+    placed = (slots or Slots()).of(pending, memo, source_id)
+    placed_get = placed.get
     result = "ok"
-    usage = pending.usage
     edges = pending.edges
     edges_get = edges.get
     for lib in report.libs:
-        hit = memo.get(lib)
-        if hit is not None:
-            lib_id, importer_id = hit
-        else:
-            # Its library, version and importer may each be counted in this bucket already.
-            found = libs.get(lib.name)
-            if found is None or known_seen.get(found) != bucket or live_seen.get(found) != bucket:
-                found = catalog.lib_id(known, lib.name, limits, bucket, count)
-                if found is None:
-                    result = "library_cap" if result == "ok" else result
-                    continue
-            lib_id = found
-            pair = (env_id, lib_id)
-            versions = version_pairs.get(pair)
-            if (
-                versions is None or versions.seen.get(lib.version) != bucket
-            ) and not catalog.version(pair, lib.version, limits, bucket):
-                result = "version_cap" if result == "ok" else result
+        person = lib[5]
+        counted_as = lib if person is None else lib[:5]
+        slot = placed_get(counted_as)
+        if slot is None:
+            made = _place(pending, catalog, limits, bucket, env_id, source_id, memo, lib, count)
+            if isinstance(made, str):
+                if result == "ok":
+                    result = made
                 continue
-            importer_id = None
-            if lib.importer is None:
-                memo[lib] = (lib_id, None)
-            else:
-                importer_id = catalog.lib_id(known, lib.importer, limits, bucket, count)
-                if importer_id is None:
-                    result = "library_cap" if result == "ok" else result
-                elif not catalog.importer(pair, importer_id, limits, bucket):
-                    result = "importer_cap" if result == "ok" else result
-                    importer_id = None
-                else:
-                    memo[lib] = (lib_id, importer_id)
-        key = (source_id, bucket, lib_id, ORIGIN_CODES[lib.origin], lib.version)
-        row = usage.get(key)
-        if row is None:
-            row = usage[key] = [0, 0, 0, 0]
-        row[_LEVEL_INDEX[lib.level]] += count
-        if importer_id is not None:
-            edge = (lib_id, bucket, env_id, importer_id)
+            slot, capped = made
+            if capped:
+                if result == "ok":
+                    result = capped
+            elif counted_as in memo:
+                placed[counted_as] = slot
+        row, index, edge, registers = slot
+        row[index] += count
+        if edge is not None:
             edges[edge] = edges_get(edge, 0) + count
+        if registers is not None and person is not None:
+            register, rank = person
+            if registers.get(register, 0) < rank:
+                registers[register] = rank
+    if report.program is not None:
+        capped = _count_program(
+            pending, catalog, limits, bucket, env_id, source_id, report.program, count
+        )
+        if capped and result == "ok":
+            result = capped
     if report.processes:
         pending.reports[(source_id, bucket)] += report.processes * count
     _see(pending, env_id, bucket, report.py)
@@ -134,8 +183,115 @@ def expand_use(
     return result
 
 
-#: (first seen, parts, {part: dists}) of one inventory being assembled
-_Assembly = tuple[float, int, dict[int, tuple[tuple[str, str], ...]]]
+def _place(
+    pending: Pending,
+    catalog: Catalog,
+    limits: Limits,
+    bucket: int,
+    env_id: int,
+    source_id: int,
+    memo: dict[object, tuple[int, int | None]],
+    lib: LibRecord,
+    count: int,
+) -> tuple[Slot, str] | str:
+    """Where ``lib`` counts in ``pending`` (its library, version and importer admitted under
+    the caps, or found in ``memo``) and the cap its importer hit (``""`` when none: such a
+    record counts, without its edge); or the cap it hit, when it does not count."""
+    counted_as = lib[:5] if lib.person is not None else lib
+    hit = memo.get(counted_as)
+    if hit is not None:
+        lib_id, importer_id = hit
+    else:
+        known = catalog.env_libs[env_id]
+        # Its library, version and importer may each be counted in this bucket already.
+        found = catalog.libs.get(lib.name)
+        if (
+            found is None
+            or known.seen.get(found) != bucket
+            or catalog.live_libs.seen.get(found) != bucket
+        ):
+            found = catalog.lib_id(known, lib.name, limits, bucket, count)
+            if found is None:
+                return "library_cap"
+        lib_id = found
+        pair = (env_id, lib_id)
+        versions = catalog.versions.pairs.get(pair)
+        if (versions is None or versions.seen.get(lib.version) != bucket) and not catalog.version(
+            pair, lib.version, limits, bucket
+        ):
+            return "version_cap"
+        importer_id = None
+        capped = ""
+        if lib.importer is None or lib.level != TRANSITIVE:
+            memo[counted_as] = (lib_id, None)
+        else:
+            importer_id = catalog.lib_id(known, lib.importer, limits, bucket, count)
+            if importer_id is None:
+                capped = "library_cap"
+            elif not catalog.importer(pair, importer_id, limits, bucket):
+                capped = "importer_cap"
+                importer_id = None
+            else:
+                memo[counted_as] = (lib_id, importer_id)
+        if capped:
+            return (_slot(pending, bucket, env_id, source_id, lib, lib_id, None), capped)
+    return (_slot(pending, bucket, env_id, source_id, lib, lib_id, importer_id), "")
+
+
+def _slot(
+    pending: Pending,
+    bucket: int,
+    env_id: int,
+    source_id: int,
+    lib: LibRecord,
+    lib_id: int,
+    importer_id: int | None,
+) -> Slot:
+    key = (source_id, bucket, lib_id, ORIGIN_CODES[lib.origin], lib.version)
+    row = pending.usage.get(key)
+    if row is None:
+        row = pending.usage[key] = [0] * _LEVELS
+    edge = None if importer_id is None else (lib_id, bucket, env_id, importer_id)
+    registers = None
+    if lib.person is not None:
+        sketch_key = (source_id, bucket, lib_id, lib.version, _SKETCH_CODES[lib.level, lib.origin])
+        registers = pending.sketches.get(sketch_key)
+        if registers is None:
+            registers = pending.sketches[sketch_key] = {}
+    return (row, _LEVEL_INDEX[lib.level], edge, registers)
+
+
+def _count_program(
+    pending: Pending,
+    catalog: Catalog,
+    limits: Limits,
+    bucket: int,
+    env_id: int,
+    source_id: int,
+    program: ProgRecord,
+    count: int,
+) -> str:
+    """Count ``count`` processes that ran ``program`` (and its person); the cap it hit, or
+    ``""``."""
+    prog_id = catalog.lib_id(catalog.env_libs[env_id], program.name, limits, bucket)
+    if prog_id is None:
+        return "library_cap"
+    if not catalog.version((env_id, prog_id), program.version, limits, bucket):
+        return "version_cap"
+    pending.programs[(source_id, bucket, prog_id, program.version)] += count
+    if program.person is not None:
+        sketch_key = (source_id, bucket, prog_id, program.version, _RAN_CODES[program.origin])
+        registers = pending.sketches.get(sketch_key)
+        if registers is None:
+            registers = pending.sketches[sketch_key] = {}
+        register, rank = program.person
+        if registers.get(register, 0) < rank:
+            registers[register] = rank
+    return ""
+
+
+#: (first seen, parts, {part: the part}) of one inventory being assembled
+_Assembly = tuple[float, int, dict[int, InventoryPart]]
 
 
 class InventoryAssembler:
@@ -146,21 +302,26 @@ class InventoryAssembler:
         self.timeout = timeout
         self.assemblies: dict[tuple[str, str], _Assembly] = {}
 
-    def add(self, part: InventoryPart, now: float) -> dict[str, str] | None:
-        """The complete inventory ``{name: version}`` once the last part arrived, else None."""
+    def add(self, part: InventoryPart, now: float) -> dict[str, Installed] | None:
+        """The complete inventory ``{name: (version, requested, requires)}`` once the last part
+        arrived, else None."""
         key = (part.env, part.inventory_id)
         entry = self.assemblies.get(key)
         if entry is None or entry[1] != part.parts:
             self._make_room(now)
             entry = (now, part.parts, {})
             self.assemblies[key] = entry
-        entry[2][part.part] = part.dists
+        entry[2][part.part] = part
         if len(entry[2]) < part.parts:
             return None
         del self.assemblies[key]
-        inventory: dict[str, str] = {}
+        inventory: dict[str, Installed] = {}
         for number in sorted(entry[2]):
-            inventory.update(entry[2][number])
+            done = entry[2][number]
+            inventory.update((name, (version, None, None)) for name, version in done.dists)
+            for reason in done.reasons:
+                version = inventory[reason.name][0]
+                inventory[reason.name] = (version, reason.requested, reason.requires)
         return inventory
 
     def _make_room(self, now: float) -> None:
@@ -202,13 +363,15 @@ def expand_batch(
     results: Counter[str],
     bucket_width: int,
     now: float,
+    slots: Slots | None = None,
 ) -> Counter[str]:
     """Merge one batch into ``pending``; datagrams that hit a cap move from ``ok`` (returned:
     the datagrams moved, by cap)."""
     moved: Counter[str] = Counter()
     catalog.now = now
+    slots = slots or Slots()
     for (bucket, report), count in uses.items():
-        result = expand_use(pending, catalog, limits, bucket, report, count)
+        result = expand_use(pending, catalog, limits, bucket, report, count, slots)
         if result != "ok":
             moved[result] += count
     bucket = int(now) - int(now) % bucket_width
@@ -239,6 +402,7 @@ class Ingestor:
         #: Reports received since the last job, counted by (bucket, report): they repeat
         #: across hand-overs, so they are expanded into rows once per job.
         self.uses: Uses = Counter()
+        self.slots = Slots()
         self._now = 0.0
         #: Datagrams that hit each cap since its last log line, and when that line was.
         self._capped: Counter[str] = Counter()
@@ -247,10 +411,17 @@ class Ingestor:
     def add(
         self, uses: Uses, inventories: list[InventoryPart], results: Counter[str], now: float
     ) -> None:
-        """Count one batch (see :func:`expand_batch`); reports wait for :meth:`take_job`."""
-        self.uses.update(uses)
+        """Count one batch (see :func:`expand_batch`); reports wait for :meth:`take_job`
+        (``uses`` is theirs from now on)."""
+        if self.uses:
+            self.uses.update(uses)
+        else:
+            self.uses = uses
         self._now = now
-        if inventories or results:
+        if len(self.uses) >= MAX_HELD_REPORTS:
+            uses, self.uses = self.uses, Counter()
+            self._expand(uses, inventories, results)
+        elif inventories or results:
             self._expand(Counter(), inventories, results)
 
     def take_job(self) -> Pending | None:
@@ -262,6 +433,7 @@ class Ingestor:
         if not self.pending:
             return None
         job, self.pending = self.pending, Pending()
+        self.slots.by_source.clear()  # they hold the job's rows
         return job
 
     def give_back(self, job: Pending) -> None:
@@ -279,6 +451,7 @@ class Ingestor:
             results,
             self.bucket_width,
             self._now,
+            self.slots,
         )
         if moved:
             self._log_caps(moved)

@@ -4,9 +4,10 @@
 Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed by the
 datagram's bytes (identical datagrams within an interval are counted, not decoded again;
 signed ones excepted, so the decoder sees and drops every replay), else decode (line caches
-make repeated lines cheap). Every ``handoff_interval`` seconds (and at each bucket edge) the
-interval's reports are counted into the pending rows
-(:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps); at most every ``commit_interval``
+make repeated lines cheap). Every ``handoff_interval`` seconds or
+:data:`MAX_INTERVAL_DATAGRAMS` datagrams (and at each bucket edge) the interval's reports are
+counted into the pending rows (:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps),
+a short pause each that the socket's buffer absorbs; at most every ``commit_interval``
 the pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one job, and a job
 the writer gave back is merged into the next one. Calls go one way: the receiver calls the
 writer, never the reverse. All this Python work stays on this thread; the writer thread only
@@ -43,6 +44,9 @@ log = logging.getLogger("popcon.server.receive.receiver")
 MAX_INVENTORY_PARTS_PER_BATCH = 10_000
 #: Distinct datagrams looked at before deciding whether counting repeats by bytes pays off.
 DEDUPE_PROBE = 2048
+#: Datagrams one interval takes at most before it is handed over, whatever the rate: what
+#: the loop holds between hand-overs stays the same as the rate grows.
+MAX_INTERVAL_DATAGRAMS = 4096
 #: Asked of the kernel; Linux caps it at ``net.core.rmem_max`` (4 MiB here).
 RECEIVE_BUFFER = 8 << 20
 _IDLE_TIMEOUT = 0.2
@@ -225,7 +229,7 @@ class Receiver:
             # when they hardly repeat, the rest of the interval skips that step.
             seen: dict[bytes, list[Any]] = {}  # bytes → [report, count], a mutable pair
             seen_get = seen.get
-            direct: dict[tuple[int, UseReport], int] = {}
+            direct: dict[UseReport, int] = {}  # of this interval's bucket
             direct_get = direct.get
             dedupe = True
             hits = misses = 0
@@ -235,7 +239,9 @@ class Receiver:
             bucket = int(now) - int(now) % width
             deadline = min(now + interval, bucket + width)
             drained = False
-            while True:
+            room = MAX_INTERVAL_DATAGRAMS
+            while room:
+                room -= 1
                 if carry is not None:
                     data, carry = carry, None
                 else:
@@ -275,13 +281,11 @@ class Receiver:
                 elif dedupe and not is_signed(data):
                     seen[data] = [decoded, 1]
                 else:
-                    key = (bucket, decoded)
-                    direct[key] = direct_get(key, 0) + 1
-            uses: Uses = Counter(direct)
-            ok = sum(direct.values())
+                    direct[decoded] = direct_get(decoded, 0) + 1
             for report, count in seen.values():
-                uses[(bucket, report)] += count
-                ok += count
+                direct[report] = direct_get(report, 0) + count
+            uses: Uses = Counter({(bucket, report): count for report, count in direct.items()})
+            ok = sum(direct.values())
             if ok:
                 results["ok"] += ok
             self._handoff(uses, inventories, results, clock(), drained)

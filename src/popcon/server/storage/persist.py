@@ -1,22 +1,24 @@
 """The writer's SQL: write a job, roll closed buckets up, sweep old ones, load the catalog.
 
-Live data goes to tier 0 only (``usage_by_source``, ``edges``, ``reports``), which keeps a
-flush cheap. When a tier-0 bucket has closed (plus a grace period), :func:`roll_up` adds it,
-in SQL, to ``usage_by_library`` and to every coarser tier, and to the totals, then advances
-``meta.rolled_until`` in the same transaction, so a crash can neither lose nor double a
-bucket. Readers add the tier-0 buckets at or after ``rolled_until`` ("live" buckets) to what
-coarser tiers and totals hold. Rows that arrive for a bucket already rolled up ("late": the
-database was unavailable longer than the grace period) are written to tier 0 and, through
-temporary tables and the same SQL, to everything derived from it.
-"""
+Live data goes to tier 0 only (``usage_by_source``, ``edges``, ``reports``, ``sketches_by_source``,
+``programs``), which keeps a flush cheap. When a tier-0 bucket has closed (plus a grace period),
+:func:`roll_up` adds it, in SQL, to ``usage_by_library``, to every coarser tier and to the totals,
+then advances ``meta.rolled_until`` in the same transaction, so a crash can neither lose nor double
+a bucket. Readers add the tier-0 buckets at or after ``rolled_until`` ("live" buckets) to what
+coarser tiers and totals hold. Rows that arrive for a bucket already rolled up ("late": the database
+was unavailable longer than the grace period) are written to tier 0 and, through temporary tables
+and the same SQL, to everything derived from it. Sketches of people cannot be merged in SQL: they
+are merged here (:mod:`~popcon.server.storage.sketch`, register by register), which is idempotent,
+so a late sketch is merged into what derives from it as is."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
+from popcon.protocol import MAX_REQUIRES
 from popcon.server.storage.rows import (
     Capped,
     Catalog,
@@ -24,18 +26,19 @@ from popcon.server.storage.rows import (
     Pair,
     PairCaps,
     Pending,
+    SketchKey,
 )
 from popcon.server.storage.schema import LEVEL_COLUMNS, Tier
+from popcon.server.storage.sketch import Registers, encode
 
-_SUMS = "SUM(direct), SUM(transitive), SUM(upgrade), SUM(unknown)"
-_ADD_LEVELS = (
-    "direct = direct + excluded.direct, transitive = transitive + excluded.transitive, "
-    "upgrade = upgrade + excluded.upgrade, unknown = unknown + excluded.unknown"
-)
+_SUMS = ", ".join(f"SUM({column})" for column in LEVEL_COLUMNS)
+_ADD_LEVELS = ", ".join(f"{column} = {column} + excluded.{column}" for column in LEVEL_COLUMNS)
 _UPSERT_USAGE = (
-    "INSERT INTO {table} VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "INSERT INTO {table} VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (tier, source_id, bucket, lib_id, origin, version) DO UPDATE SET " + _ADD_LEVELS
 )
+#: Processes that used a library at all (the programs' own imports included).
+_ALL_PROCESSES = "u.direct + u.transitive + u.unknown + u.program"
 _UPSERT_EDGES = (
     "INSERT INTO {table} VALUES (0, ?, ?, ?, ?, ?) "
     "ON CONFLICT (tier, lib_id, bucket, env_id, importer_id) "
@@ -44,6 +47,11 @@ _UPSERT_EDGES = (
 _UPSERT_REPORTS = (
     "INSERT INTO {table} VALUES (0, ?, ?, ?) "
     "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count"
+)
+_UPSERT_PROGRAMS = (
+    "INSERT INTO {table} VALUES (0, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tier, source_id, bucket, lib_id, version) "
+    "DO UPDATE SET count = count + excluded.count"
 )
 
 
@@ -109,7 +117,7 @@ def _json_columns(groups: Sequence[int]) -> str:
 #: instead of one GIL hand-over per row with ``executemany``).
 _JSON_USAGE = (
     "INSERT INTO usage_by_source SELECT 0, "
-    + _json_columns((5, 4))
+    + _json_columns((5, len(LEVEL_COLUMNS)))
     + " FROM json_each(?) WHERE true "
     "ON CONFLICT (tier, source_id, bucket, lib_id, origin, version) DO UPDATE SET " + _ADD_LEVELS
 )
@@ -128,6 +136,23 @@ _JSON_REPORTS = (
 )
 
 
+_JSON_PROGRAMS = (
+    "INSERT INTO programs SELECT 0, "
+    + _json_columns((4,))
+    + ", json_extract(value, '$[1]') FROM json_each(?) WHERE true "
+    "ON CONFLICT (tier, source_id, bucket, lib_id, version) "
+    "DO UPDATE SET count = count + excluded.count"
+)
+#: The tier-0 sketches a job adds to, read in one statement.
+_JSON_SKETCHES = (
+    "SELECT s.source_id, s.bucket, s.lib_id, s.version, s.kind, s.registers "
+    "FROM json_each(?) AS j CROSS JOIN sketches_by_source s ON s.tier = 0 "  # j outer
+    "AND s.source_id = json_extract(j.value, '$[0]') AND s.bucket = json_extract(j.value, '$[1]') "
+    "AND s.lib_id = json_extract(j.value, '$[2]') AND s.version = json_extract(j.value, '$[3]') "
+    "AND s.kind = json_extract(j.value, '$[4]')"
+)
+
+
 def has_json(conn: sqlite3.Connection) -> bool:
     """Whether this SQLite has the JSON functions (built in since 3.38, usual before)."""
     try:
@@ -137,7 +162,13 @@ def has_json(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _write_tier0(conn: sqlite3.Connection, job: Pending, rolled_until: int, use_json: bool) -> bool:
+def _write_tier0(
+    conn: sqlite3.Connection,
+    job: Pending,
+    tiers: Sequence[Tier],
+    rolled_until: int,
+    use_json: bool,
+) -> bool:
     """Tier-0 rows; rows of buckets already rolled up also go to the temporary ``late_*``
     tables (emptied first). Returns whether there were any such late rows."""
     if use_json:
@@ -147,6 +178,8 @@ def _write_tier0(conn: sqlite3.Connection, job: Pending, rolled_until: int, use_
             conn.execute(_JSON_EDGES, (json.dumps(list(job.edges.items())),))
         if job.reports:
             conn.execute(_JSON_REPORTS, (json.dumps(list(job.reports.items())),))
+        if job.programs:
+            conn.execute(_JSON_PROGRAMS, (json.dumps(list(job.programs.items())),))
     else:
         conn.executemany(
             _UPSERT_USAGE.format(table="usage_by_source"),
@@ -158,25 +191,133 @@ def _write_tier0(conn: sqlite3.Connection, job: Pending, rolled_until: int, use_
         conn.executemany(
             _UPSERT_REPORTS.format(table="reports"), [(*k, n) for k, n in job.reports.items()]
         )
+        conn.executemany(
+            _UPSERT_PROGRAMS.format(table="programs"), [(*k, n) for k, n in job.programs.items()]
+        )
+    _write_sketches(conn, job.sketches, use_json)
     late_usage = [(*k, *v) for k, v in job.usage.items() if k[1] < rolled_until]
     late_edges = [(*k, n) for k, n in job.edges.items() if k[1] < rolled_until]
     late_reports = [(*k, n) for k, n in job.reports.items() if k[1] < rolled_until]
-    if not (late_usage or late_edges or late_reports):
+    late_programs = [(*k, n) for k, n in job.programs.items() if k[1] < rolled_until]
+    late_sketches = [
+        (*key, encode(_registers(registers)))
+        for key, registers in job.sketches.items()
+        if key[1] < rolled_until
+    ]
+    if late_sketches:
+        _derive_sketches(conn, tiers, late_sketches)
+    if not (late_usage or late_edges or late_reports or late_programs):
         return False
-    for table in ("late_usage", "late_edges", "late_reports"):
+    for table in ("late_usage", "late_edges", "late_reports", "late_programs"):
         conn.execute(f"DELETE FROM {table}")
     conn.executemany(_UPSERT_USAGE.format(table="late_usage"), late_usage)
     conn.executemany(_UPSERT_EDGES.format(table="late_edges"), late_edges)
     conn.executemany(_UPSERT_REPORTS.format(table="late_reports"), late_reports)
+    conn.executemany(_UPSERT_PROGRAMS.format(table="late_programs"), late_programs)
     return True
+
+
+def _registers(pairs: dict[int, int]) -> Registers:
+    sketch = Registers()
+    sketch.merge_registers(dict(pairs))
+    return sketch
+
+
+def _write_sketches(
+    conn: sqlite3.Connection, sketches: dict[SketchKey, dict[int, int]], use_json: bool
+) -> None:
+    """Merge a job's contributions into the tier-0 sketches."""
+    if not sketches:
+        return
+    merged = {key: _registers(pairs) for key, pairs in sketches.items()}
+    if use_json:
+        rows = conn.execute(_JSON_SKETCHES, (json.dumps(list(sketches)),)).fetchall()
+    else:
+        rows = []
+        for key in sketches:
+            found = conn.execute(
+                "SELECT source_id, bucket, lib_id, version, kind, registers "
+                "FROM sketches_by_source WHERE tier = 0 AND source_id = ? AND bucket = ? "
+                "AND lib_id = ? AND version = ? AND kind = ?",
+                key,
+            ).fetchone()
+            if found is not None:
+                rows.append(found)
+    for source_id, bucket, lib_id, version, kind, blob in rows:
+        merged[(source_id, bucket, lib_id, version, kind)].merge(blob)
+    conn.executemany(
+        "INSERT OR REPLACE INTO sketches_by_source VALUES (0, ?, ?, ?, ?, ?, ?)",
+        [(*key, encode(sketch)) for key, sketch in merged.items()],
+    )
+
+
+def _derive_sketches(
+    conn: sqlite3.Connection,
+    tiers: Sequence[Tier],
+    rows: Iterable[tuple[int, int, int, str, int, bytes]],
+) -> None:
+    """Merge tier-0 sketches ``(source, bucket, library, version, kind, registers)`` into
+    ``sketches_by_library`` of every tier and ``sketches_by_source`` of every coarser one."""
+    by_library: dict[tuple[int, int, int, int], Registers] = {}
+    by_source: dict[tuple[int, int, int, int, str, int], Registers] = {}
+    for source_id, bucket, lib_id, version, kind, blob in rows:
+        for index, tier in enumerate(tiers):
+            start = bucket - bucket % tier.width
+            library_key = (index, lib_id, start, kind)
+            sketch = by_library.get(library_key)
+            if sketch is None:
+                sketch = by_library[library_key] = Registers()
+            sketch.merge(blob)
+            if index:
+                source_key = (index, source_id, start, lib_id, version, kind)
+                sketch = by_source.get(source_key)
+                if sketch is None:
+                    sketch = by_source[source_key] = Registers()
+                sketch.merge(blob)
+    for index, start in {(key[0], key[2]) for key in by_library}:
+        for lib_id, kind, blob in conn.execute(
+            "SELECT lib_id, kind, registers FROM sketches_by_library WHERE tier = ? "
+            "AND lib_id IN (SELECT id FROM libs) AND bucket = ?",
+            (index, start),
+        ):
+            sketch = by_library.get((index, lib_id, start, kind))
+            if sketch is not None:
+                sketch.merge(blob)
+    for index, start in {(key[0], key[2]) for key in by_source}:
+        for source_id, lib_id, version, kind, blob in conn.execute(
+            "SELECT source_id, lib_id, version, kind, registers FROM sketches_by_source "
+            "WHERE tier = ? AND source_id IN (SELECT id FROM sources) AND bucket = ?",
+            (index, start),
+        ):
+            sketch = by_source.get((index, source_id, start, lib_id, version, kind))
+            if sketch is not None:
+                sketch.merge(blob)
+    conn.executemany(
+        "INSERT OR REPLACE INTO sketches_by_library VALUES (?, ?, ?, ?, ?)",
+        [(*key, encode(sketch)) for key, sketch in by_library.items()],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO sketches_by_source VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(*key, encode(sketch)) for key, sketch in by_source.items()],
+    )
 
 
 def _write_inventories(conn: sqlite3.Connection, job: Pending) -> None:
     for env_id, (inventory_id, bucket, inventory) in job.inventories.items():
         conn.execute("DELETE FROM inventory WHERE env_id = ?", (env_id,))
         conn.executemany(
-            "INSERT INTO inventory VALUES (?, ?, ?)",
-            [(env_id, name, version) for name, version in inventory.items()],
+            "INSERT INTO inventory (env_id, name, version, requested, requires) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    env_id,
+                    name,
+                    version,
+                    None if requested is None else int(requested),
+                    None if requires is None else ",".join(requires[:MAX_REQUIRES]),
+                )
+                for name, (version, requested, requires) in inventory.items()
+            ],
         )
         conn.execute(
             "UPDATE envs SET inventory_id = ?, inventory_at = ? WHERE id = ?",
@@ -192,6 +333,7 @@ def _derive(
     usage: str = "usage_by_source",
     edges: str = "edges",
     reports: str = "reports",
+    programs: str = "programs",
 ) -> None:
     """Add tier-0 rows of buckets ``[low, high)`` (from the given tables) to
     ``usage_by_library``, every coarser tier and the totals."""
@@ -234,6 +376,13 @@ def _derive(
             "ON CONFLICT (tier, source_id, bucket) DO UPDATE SET count = count + excluded.count",
             range_args,
         )
+        conn.execute(
+            f"INSERT INTO programs SELECT {index}, source_id, {start}, lib_id, version, "
+            f"SUM(count) FROM {programs} {where} GROUP BY source_id, 3, lib_id, version "
+            "ON CONFLICT (tier, source_id, bucket, lib_id, version) "
+            "DO UPDATE SET count = count + excluded.count",
+            range_args,
+        )
     for level, column in enumerate(LEVEL_COLUMNS):
         conn.execute(
             f"INSERT INTO total_usage SELECT s.env_id, u.lib_id, {level}, SUM(u.{column}), "
@@ -246,9 +395,9 @@ def _derive(
         )
     conn.execute(
         "INSERT INTO total_versions SELECT s.env_id, u.lib_id, u.version, "
-        f"SUM(u.direct + u.transitive + u.unknown), MAX(u.bucket) FROM {usage} u "
+        f"SUM({_ALL_PROCESSES}), MAX(u.bucket) FROM {usage} u "
         f"JOIN sources s ON s.id = u.source_id WHERE u.tier = 0 {u_sources} AND u.bucket >= ? "
-        "AND u.bucket < ? AND u.direct + u.transitive + u.unknown > 0 "
+        f"AND u.bucket < ? AND {_ALL_PROCESSES} > 0 "
         "GROUP BY s.env_id, u.lib_id, u.version "
         "ON CONFLICT (env_id, lib_id, version) DO UPDATE SET count = count + excluded.count, "
         "last_seen = max(last_seen, excluded.last_seen)",
@@ -279,8 +428,17 @@ def write_job(
     try:
         _write_catalog(conn, job)
         _forget_released(conn, job)
-        if _write_tier0(conn, job, rolled_until, use_json):
-            _derive(conn, tiers, 0, rolled_until, "late_usage", "late_edges", "late_reports")
+        if _write_tier0(conn, job, tiers, rolled_until, use_json):
+            _derive(
+                conn,
+                tiers,
+                0,
+                rolled_until,
+                "late_usage",
+                "late_edges",
+                "late_reports",
+                "late_programs",
+            )
         _write_inventories(conn, job)
         conn.executemany(
             "INSERT INTO datagram_results VALUES (?, ?) ON CONFLICT (reason) "
@@ -299,6 +457,16 @@ def roll_up(conn: sqlite3.Connection, tiers: Sequence[Tier], low: int, high: int
     conn.execute("BEGIN IMMEDIATE")
     try:
         _derive(conn, tiers, low, high)
+        _derive_sketches(
+            conn,
+            tiers,
+            conn.execute(
+                "SELECT source_id, bucket, lib_id, version, kind, registers "
+                "FROM sketches_by_source WHERE tier = 0 AND source_id IN (SELECT id FROM sources) "
+                "AND bucket >= ? AND bucket < ?",
+                (low, high),
+            ).fetchall(),
+        )
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('rolled_until', ?)", (str(high),))
         conn.execute("COMMIT")
     except BaseException:
@@ -322,7 +490,7 @@ def sweep(
             cutoff -= cutoff % tier.width
             # Tier-0 rows not rolled up yet are the only copy of their counts: never delete.
             args = (index, min(cutoff, rolled_until) if index == 0 else cutoff)
-            for table in ("usage_by_source", "reports"):
+            for table in ("usage_by_source", "reports", "sketches_by_source", "programs"):
                 conn.execute(
                     f"DELETE FROM {table} WHERE tier = ? AND source_id IN "
                     "(SELECT id FROM sources) AND bucket < ?",
@@ -333,11 +501,12 @@ def sweep(
                 "AND bucket < ?",
                 args,
             )
-            conn.execute(
-                "DELETE FROM usage_by_library WHERE tier = ? AND lib_id IN "
-                "(SELECT id FROM libs) AND bucket < ?",
-                args,
-            )
+            for table in ("usage_by_library", "sketches_by_library"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE tier = ? AND lib_id IN "
+                    "(SELECT id FROM libs) AND bucket < ?",
+                    args,
+                )
         for table in ("total_usage", "total_versions", "total_reports"):
             conn.execute(f"DELETE FROM {table} WHERE last_seen < ?", (cutoff,))
         if forget_names:
@@ -351,7 +520,8 @@ def sweep(
             conn.execute("DELETE FROM sources WHERE last_seen < ?", (cutoff,))
             conn.execute(
                 "DELETE FROM libs WHERE id NOT IN (SELECT lib_id FROM total_usage) "
-                "AND id NOT IN (SELECT importer_id FROM edges) AND id NOT IN "
+                "AND id NOT IN (SELECT importer_id FROM edges) "
+                "AND id NOT IN (SELECT lib_id FROM programs) AND id NOT IN "
                 "(SELECT lib_id FROM usage_by_source WHERE tier = 0 "
                 "AND source_id IN (SELECT id FROM sources) AND bucket >= ?)",
                 (rolled_until,),

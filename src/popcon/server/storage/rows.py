@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Optional, TypeVar
 
 from popcon.server.storage.schema import StoreSettings
 
@@ -28,8 +28,15 @@ UsageKey = tuple[int, int, int, int, str]
 EdgeKey = tuple[int, int, int, int]
 #: (source id, bucket)
 ReportKey = tuple[int, int]
+#: (source id, bucket, library id, version, sketch kind code)
+SketchKey = tuple[int, int, int, str, int]
+#: (source id, bucket, program's library id, version)
+ProgramKey = tuple[int, int, int, str]
 #: (env id, library id)
 Pair = tuple[int, int]
+#: An inventory's entry of one distribution: (version, installed on request, the installed
+#: distributions it requires); None where its ``dist`` line does not say.
+Installed = tuple[str, Optional[bool], Optional[tuple[str, ...]]]
 
 K = TypeVar("K")
 
@@ -121,11 +128,11 @@ class Capped(Generic[K]):
         released.extend(stale)
         self.reserved.difference_update(stale)
 
-    def free_reserved_place(self, cap: int, released: list[K]) -> None:
-        """Make room for one more key in the reserve beyond a full ``cap``: when the reserve's
-        ``cap // RESERVE_SHARE`` places are taken, its least recently seen key gives way (to
-        ``released``). Keys beyond the cap not in the reserve (loaded at start, or the cap was
-        lowered) join it first, the least recently seen ones."""
+    def take_reserved_place(self, key: K, bucket: int, cap: int, released: list[K]) -> None:
+        """Count ``key``, seen in ``bucket``, in the reserve beyond a full ``cap``: when the
+        reserve's ``cap // RESERVE_SHARE`` places are taken, its least recently seen key gives
+        way (to ``released``). Keys beyond the cap not in the reserve (loaded at start, or the
+        cap was lowered) join it first, the least recently seen ones."""
         seen, reserved = self.seen, self.reserved
         reserved.intersection_update(seen)
         while len(reserved) > max(len(seen) - cap, 0):  # released keys freed places under it
@@ -135,15 +142,12 @@ class Capped(Generic[K]):
             unreserved = (key for key in seen if key not in reserved)
             reserved.update(sorted(unreserved, key=seen.__getitem__)[:excess])
         while reserved and len(reserved) >= max(cap // RESERVE_SHARE, 1):
-            key = min(reserved, key=seen.__getitem__)
-            reserved.discard(key)
-            del seen[key]
-            released.append(key)
-
-    def seat_reserved(self, key: K, bucket: int) -> None:
-        """Count ``key`` in the reserve (after :meth:`free_reserved_place`)."""
-        self.seen[key] = bucket
-        self.reserved.add(key)
+            oldest = min(reserved, key=seen.__getitem__)
+            reserved.discard(oldest)
+            del seen[oldest]
+            released.append(oldest)
+        seen[key] = bucket
+        reserved.add(key)
 
 
 class Probation:
@@ -341,11 +345,9 @@ class Catalog:
         gone: list[int] = []
         room = live.make_room(bucket, limits.max_environments, gone)
         reserve = not room and self.refused_envs.returning(name, count, self.now)
-        if reserve:
-            live.free_reserved_place(limits.max_environments, gone)
-        for old in gone:
-            self._release_env(old)
         if not room and not reserve:
+            for old in gone:
+                self._release_env(old)
             return None
         if env_id is None:
             env_id = self.envs[name] = self.next_env
@@ -353,7 +355,9 @@ class Catalog:
             self.new_envs.append((env_id, name))
         if reserve:
             self.refused_envs.promote(name, self.now)
-            live.seat_reserved(env_id, bucket)
+            live.take_reserved_place(env_id, bucket, limits.max_environments, gone)
+        for old in gone:
+            self._release_env(old)
         live.seen[env_id] = bucket
         self.label_sets[env_id] = Capped()
         self.env_libs[env_id] = EnvLibraries(env_id)
@@ -381,9 +385,8 @@ class Catalog:
             self.next_source += 1
             self.new_sources.append((source_id, env_id, labels))
         if reserve:
-            live.free_reserved_place(cap, [])
             self.refused_label_sets.promote((env_id, labels), self.now)
-            live.seat_reserved(source_id, bucket)
+            live.take_reserved_place(source_id, bucket, cap, [])
         live.seen[source_id] = bucket
         return source_id
 
@@ -421,15 +424,13 @@ class Catalog:
                 self.new_libs.append((lib_id, name))
         if env_full:
             gone = []
-            known.free_reserved_place(limits.max_libraries_per_env, gone)
+            self.refused_env_libs.promote((known.env_id, name), self.now)
+            known.take_reserved_place(lib_id, bucket, limits.max_libraries_per_env, gone)
             for old in gone:
                 self._release_pair((known.env_id, old))
-            self.refused_env_libs.promote((known.env_id, name), self.now)
-            known.seat_reserved(lib_id, bucket)
         if live_full:
-            live.free_reserved_place(limits.max_libraries, [])
             self.refused_libs.promote(name, self.now)
-            live.seat_reserved(lib_id, bucket)
+            live.take_reserved_place(lib_id, bucket, limits.max_libraries, [])
         live.see(lib_id, bucket)
         known.see(lib_id, bucket)
         return lib_id
@@ -486,8 +487,13 @@ class Catalog:
 class Pending:
     """A job: rows waiting to be written, at the finest bucket, keyed by ids."""
 
-    #: (source, bucket, library, origin, version) → [direct, transitive, upgrade, unknown]
+    #: (source, bucket, library, origin, version) → record counts per level, in the order of
+    #: ``schema.LEVEL_COLUMNS``
     usage: dict[UsageKey, list[int]] = field(default_factory=dict)
+    #: (source, bucket, library, version, sketch kind) → {register: rank}: the people
+    sketches: dict[SketchKey, dict[int, int]] = field(default_factory=dict)
+    #: (source, bucket, program, version) → processes that ran it
+    programs: Counter[ProgramKey] = field(default_factory=Counter)
     #: (library, bucket, env, importer) → transitive records
     edges: Counter[EdgeKey] = field(default_factory=Counter)
     #: (source, bucket) → processes
@@ -497,8 +503,8 @@ class Pending:
     #: env id → first bucket seen; source id → last bucket seen
     env_first: dict[int, int] = field(default_factory=dict)
     source_seen: dict[int, int] = field(default_factory=dict)
-    #: env id → (inventory id, bucket when complete, {name: version}); the latest complete one
-    inventories: dict[int, tuple[str, int, dict[str, str]]] = field(default_factory=dict)
+    #: env id → (inventory id, bucket when complete, {name: entry}); the latest complete one
+    inventories: dict[int, tuple[str, int, dict[str, Installed]]] = field(default_factory=dict)
     #: datagrams per result (``ok``, a rejection reason or a cap)
     results: Counter[str] = field(default_factory=Counter)
     #: Names whose id these rows use for the first time (inserted with them).
@@ -514,6 +520,8 @@ class Pending:
     def __bool__(self) -> bool:
         return bool(
             self.usage
+            or self.sketches
+            or self.programs
             or self.edges
             or self.reports
             or self.env_seen
@@ -526,7 +534,13 @@ class Pending:
         )
 
     def size(self) -> int:
-        return len(self.usage) + len(self.edges) + len(self.reports)
+        return (
+            len(self.usage)
+            + len(self.sketches)
+            + len(self.programs)
+            + len(self.edges)
+            + len(self.reports)
+        )
 
 
 def merge_pending(into: Pending, other: Pending) -> None:
@@ -538,6 +552,15 @@ def merge_pending(into: Pending, other: Pending) -> None:
         else:
             for i, value in enumerate(counts):
                 row[i] += value
+    for cell, registers in other.sketches.items():
+        have = into.sketches.get(cell)
+        if have is None:
+            into.sketches[cell] = registers
+        else:
+            for register, rank in registers.items():
+                if have.get(register, 0) < rank:
+                    have[register] = rank
+    into.programs.update(other.programs)
     into.edges.update(other.edges)
     into.reports.update(other.reports)
     for env_id, (bucket, py) in other.env_seen.items():

@@ -16,14 +16,54 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from popcon.protocol import LEVELS, ORIGINS, REJECTIONS, UNKNOWN
+from popcon.protocol import (
+    CLAIMED,
+    DIRECT,
+    ORIGINS,
+    PROGRAM,
+    REJECTIONS,
+    TRANSITIVE,
+    UNKNOWN,
+    UPGRADE,
+)
 
-SCHEMA_VERSION = 1
+#: 2: the ``program`` and ``claimed`` columns, the sketches of people and the programs;
+#: 3: the inventory's ``requested`` and ``requires`` columns (a database of schema 1 or 2 is
+#: migrated when the writer opens it).
+SCHEMA_VERSION = 3
 DAY = 86400
-#: Count columns of the usage tables, in this order: raw record counts per level.
-LEVEL_COLUMNS = (*LEVELS, UNKNOWN)
+#: Count columns of the usage tables, in this order: raw record counts per level (also the
+#: level codes of ``total_usage``).
+LEVEL_COLUMNS = (DIRECT, TRANSITIVE, UPGRADE, UNKNOWN, PROGRAM, CLAIMED)
+#: What the sketches of people are kept for: the people whose processes reported a library at
+#: each level (``upgrade`` and ``claimed`` records go to ``direct``), and, for a program
+#: (``prog`` records), the people who ran it.
+RAN = "ran"
+SKETCH_KINDS = (DIRECT, TRANSITIVE, PROGRAM, RAN)
+#: The sketch a record of each level contributes to.
+SKETCH_OF_LEVEL = {
+    DIRECT: DIRECT,
+    UPGRADE: DIRECT,
+    CLAIMED: DIRECT,
+    TRANSITIVE: TRANSITIVE,
+    PROGRAM: PROGRAM,
+}
 #: How an origin is stored.
 ORIGIN_CODES = {origin: code for code, origin in enumerate((*ORIGINS, UNKNOWN))}
+
+
+def sketch_code(kind: str, origin: str) -> int:
+    """The ``kind`` column of a sketch: its kind (:data:`SKETCH_KINDS`) and the origin of the
+    records it counts (``env`` or ``user``; only popcon/2 records, which always name one,
+    carry people), so that people can be counted under an origin filter too."""
+    return SKETCH_KINDS.index(kind) * len(ORIGINS) + ORIGIN_CODES[origin]
+
+
+def sketch_kind_of(code: int) -> int:
+    """The index in :data:`SKETCH_KINDS` of a sketch's ``kind`` column."""
+    return code // len(ORIGINS)
+
+
 #: Results the store adds to the decoder's: a datagram dropped (``env_cap``, ``labels_cap``,
 #: ``overload``: more inventory parts in half a second than the receiver keeps) or stored
 #: without the records over a cap (``library_cap``, ``version_cap``) or the importer edges
@@ -175,13 +215,28 @@ CREATE TABLE IF NOT EXISTS usage_by_source (
     lib_id INTEGER NOT NULL, origin INTEGER NOT NULL, version TEXT NOT NULL,
     direct INTEGER NOT NULL, transitive INTEGER NOT NULL,
     upgrade INTEGER NOT NULL, unknown INTEGER NOT NULL,
+    program INTEGER NOT NULL DEFAULT 0, claimed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_by_library (
     tier INTEGER NOT NULL, bucket INTEGER NOT NULL, lib_id INTEGER NOT NULL,
     origin INTEGER NOT NULL,
     direct INTEGER NOT NULL, transitive INTEGER NOT NULL,
     upgrade INTEGER NOT NULL, unknown INTEGER NOT NULL,
+    program INTEGER NOT NULL DEFAULT 0, claimed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tier, lib_id, bucket, origin)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sketches_by_source (
+    tier INTEGER NOT NULL, source_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    lib_id INTEGER NOT NULL, version TEXT NOT NULL, kind INTEGER NOT NULL,
+    registers BLOB NOT NULL,
+    PRIMARY KEY (tier, source_id, bucket, lib_id, version, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sketches_by_library (
+    tier INTEGER NOT NULL, lib_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    kind INTEGER NOT NULL, registers BLOB NOT NULL,
+    PRIMARY KEY (tier, lib_id, bucket, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS programs (
+    tier INTEGER NOT NULL, source_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    lib_id INTEGER NOT NULL, version TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (tier, source_id, bucket, lib_id, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS edges (
     tier INTEGER NOT NULL, lib_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
     env_id INTEGER NOT NULL, importer_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -192,6 +247,7 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (tier, source_id, bucket)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inventory (
     env_id INTEGER NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+    requested INTEGER, requires TEXT,
     PRIMARY KEY (env_id, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS total_usage (
     env_id INTEGER NOT NULL, lib_id INTEGER NOT NULL, level INTEGER NOT NULL,
@@ -212,7 +268,11 @@ TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS late_usage (
     tier INTEGER, source_id INTEGER, bucket INTEGER, lib_id INTEGER, origin INTEGER,
     version TEXT, direct INTEGER, transitive INTEGER, upgrade INTEGER, unknown INTEGER,
+    program INTEGER, claimed INTEGER,
     PRIMARY KEY (tier, source_id, bucket, lib_id, origin, version));
+CREATE TEMP TABLE IF NOT EXISTS late_programs (
+    tier INTEGER, source_id INTEGER, bucket INTEGER, lib_id INTEGER, version TEXT,
+    count INTEGER, PRIMARY KEY (tier, source_id, bucket, lib_id, version));
 CREATE TEMP TABLE IF NOT EXISTS late_edges (
     tier INTEGER, lib_id INTEGER, bucket INTEGER, env_id INTEGER, importer_id INTEGER,
     count INTEGER, PRIMARY KEY (tier, lib_id, bucket, env_id, importer_id));
@@ -260,12 +320,10 @@ def connect_writer(
                 )
         start = time.time() if now is None else now
         conn.execute("BEGIN IMMEDIATE")
+        migrate(conn, path)
         conn.execute(
             "INSERT OR REPLACE INTO meta VALUES ('tiers', ?)",
             (json.dumps([[t.width, t.keep] for t in tiers]),),
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
         conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('rolled_until', ?)",
@@ -276,6 +334,49 @@ def connect_writer(
         conn.close()
         raise
     return conn
+
+
+_COUNT = "INTEGER NOT NULL DEFAULT 0"
+#: The columns each schema lacks, with their types, added by :func:`migrate` (the new tables
+#: are created as in a new database). The inventory's: installed on request (1, 0, NULL: not
+#: known) and the installed distributions it requires (comma-separated; NULL: not known).
+_ADDED_COLUMNS: dict[int, dict[str, tuple[tuple[str, str], ...]]] = {
+    1: {
+        table: (("program", _COUNT), ("claimed", _COUNT))
+        for table in ("usage_by_source", "usage_by_library")
+    },
+    2: {"inventory": (("requested", "INTEGER"), ("requires", "TEXT"))},
+}
+
+
+def schema_version(conn: sqlite3.Connection) -> int | None:
+    """The schema a database holds (None for a database being created)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring a database of schema 1 or 2 to :data:`SCHEMA_VERSION` (inside the caller's
+    transaction): its counts stay, their level codes unchanged; it has no people before
+    schema 2, and its stored inventories say why nothing is installed before schema 3.
+    Raises ``ValueError`` for a schema this popcon does not know."""
+    version = schema_version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    if version is not None and version not in _ADDED_COLUMNS:
+        raise ValueError(
+            f"schema: the database at {path} has schema {version}; this popcon reads schema "
+            f"{SCHEMA_VERSION} (and migrates schemas 1 and 2): use the popcon that wrote it"
+        )
+    for since, tables in _ADDED_COLUMNS.items():
+        if version is None or version > since:
+            continue
+        for table, columns in tables.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns:
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
 def _whole_seconds(value: object) -> bool:

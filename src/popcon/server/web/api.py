@@ -22,6 +22,7 @@ API_PREFIX = "api/v1/"
 ENDPOINTS = (
     "/api/v1/libraries",
     "/api/v1/libraries/<name>",
+    "/api/v1/programs",
     "/api/v1/unused",
     "/api/v1/user-installed",
     "/api/v1/environments",
@@ -32,10 +33,12 @@ _ANSWERED = "(" + "|".join(map(re.escape, answers.ANSWERS)) + ")"
 
 
 class AnswerHandler(BaseHandler):
-    """``/api/v1/libraries``, ``/unused``, ``/user-installed``, ``/environments``."""
+    """``/api/v1/libraries``, ``/programs``, ``/unused``, ``/user-installed``,
+    ``/environments``."""
 
     async def get(self, endpoint: str) -> None:
-        await self.answer(answers.ANSWERS[endpoint])
+        settings = {"quiet_after": self.ctx.quiet_after} if endpoint == "environments" else {}
+        await self.answer(answers.ANSWERS[endpoint], **settings)
 
 
 class LibraryHandler(BaseHandler):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from tornado.web import RequestHandler
 
 from popcon.server.query.connection import connect_readonly
+from popcon.server.query.environments import QUIET_AFTER
 from popcon.server.query.params import BadParameter, QueryError
 from popcon.server.web.auth import Auth, OpenAuth, send_error
 
@@ -77,12 +78,15 @@ class ServerContext:
 
     reader: Reader
     min_count: int = 3
+    min_users: int = 3
     api_auth: Auth = field(default_factory=OpenAuth)
     metrics_auth: Auth = field(default_factory=OpenAuth)
     #: The clock; the one seam tests use to move time.
     now: Callable[[], float] = time.time
     #: The registry served at /metrics (``metrics.make_registry``); None: no /metrics.
     registry: CollectorRegistry | None = None
+    #: Seconds without a report after which an environment is flagged quiet.
+    quiet_after: float = QUIET_AFTER
 
 
 class BaseHandler(RequestHandler):
@@ -128,13 +132,22 @@ class BaseHandler(RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(answer) + "\n")
 
-    async def answer(self, fn: Callable[..., dict[str, Any] | None], *args: str) -> None:
+    async def answer(
+        self, fn: Callable[..., dict[str, Any] | None], *args: str, **settings: Any
+    ) -> None:
         """Run an answer function (connection, ``*args``, parameters, ``now=``,
-        ``min_count=``) and write its JSON, or a 400/404/503 with a reason."""
+        ``min_count=``, ``min_users=`` and ``settings``) and write its JSON, or a 400/404/503
+        with a reason."""
         try:
             params = self.query_params()
             result = await self.ctx.reader.run(
-                fn, *args, params, now=self.ctx.now(), min_count=self.ctx.min_count
+                fn,
+                *args,
+                params,
+                now=self.ctx.now(),
+                min_count=self.ctx.min_count,
+                min_users=self.ctx.min_users,
+                **settings,
             )
         except BadParameter as error:
             send_error(self, 400, str(error))

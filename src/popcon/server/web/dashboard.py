@@ -2,10 +2,11 @@
 
 Routes (under the URL prefix, ``/`` standalone or ``JUPYTERHUB_SERVICE_PREFIX`` behind a Hub):
 
-- ``<prefix>``, ``<prefix>library/<name>``, ``<prefix>unused``, ``<prefix>user-installed``,
-  ``<prefix>environments``: the same page (``static/index.html``); the script draws the view
-  the path names. The query string is the API's (``?since=24h&env=…&label.hub=…``), so a view's
-  address is also the question it asks.
+- ``<prefix>``, ``<prefix>library/<name>``, ``<prefix>programs``, ``<prefix>unused``,
+  ``<prefix>user-installed``, ``<prefix>environments``: the same page (``static/index.html``);
+  the script draws the view the path names. The query string is the API's
+  (``?since=24h&env=…&label.hub=…&include=programs``), so a view's address is also the
+  question it asks.
 - ``<prefix>static/…``: the script, the style sheet and the charting library (Chart.js, MIT,
   shipped in the package with its licence): nothing is loaded from anywhere else.
 - ``<prefix>dashboard/api/rows``: per library, a trend (processes per slice of the window, for
@@ -46,31 +47,36 @@ from popcon.server.web.base import BaseHandler, ServerContext, normalize_prefix
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The views the page draws; each is also a path the page is served at.
-VIEWS = ("", "unused", "user-installed", "environments")
+VIEWS = ("", "programs", "unused", "user-installed", "environments")
 #: About this many points in a sparkline or a version history.
 TARGET_SLICES = 24
+#: Slice widths (seconds) a chart's time labels read well at, shortest first.
+ROUND_STEPS = (60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 21600, 28800,
+               43200, 86400, 2 * 86400, 7 * 86400)  # fmt: skip
 #: Most libraries one ``rows`` request may name.
 MAX_ROW_NAMES = 100
 _WINDOW_PARAMS = ("since", "from", "until")
-_ROWS_PARAMS = (*_WINDOW_PARAMS, "env", "label", "level", "origin", "names")
-_HISTORY_PARAMS = (*_WINDOW_PARAMS, "env")
+_ROWS_PARAMS = (*_WINDOW_PARAMS, "env", "label", "level", "origin", "include", "names")
+_HISTORY_PARAMS = (*_WINDOW_PARAMS, "env", "include")
 
 
 # -- answers (plain functions: connection and parameters in, JSON-ready dicts out) ------------
 
 
 def slice_edges(start: int, end: int, width: int, target: int = TARGET_SLICES) -> list[int]:
-    """Edges of about ``target`` consecutive slices covering ``[start, end)``.
+    """Edges of about ``target`` (at most) consecutive slices covering ``[start, end)``.
 
     Every slice is a whole number of ``width`` (the bucket width the window is counted in), so
-    no slice resolves time more finely than the answer for the whole window; the last slice
-    may be shorter. ``[a, b, c]`` means the slices ``[a, b)`` and ``[b, c)``.
+    no slice resolves time more finely than the answer for the whole window, and as long as a
+    round span (:data:`ROUND_STEPS`: 20 minutes, 1 hour, 8 hours, a day...) when one fits, so
+    that charts can be labelled at round intervals; the last slice may be shorter.
+    ``[a, b, c]`` means the slices ``[a, b)`` and ``[b, c)``.
     """
     if end <= start or width <= 0:
         raise ValueError("slice_edges: expected start < end and a positive width")
     buckets = -(-(end - start) // width)
-    per_slice = max(1, -(-buckets // target))
-    step = per_slice * width
+    least = max(1, -(-buckets // target)) * width
+    step = next((r for r in ROUND_STEPS if r >= least and r % width == 0), least)
     edges = list(range(start, end, step))
     edges.append(end)
     return edges
@@ -110,7 +116,12 @@ def _names(params: Mapping[str, str]) -> list[str]:
 
 
 def rows_answer(
-    conn: sqlite3.Connection, params: Mapping[str, str], *, now: float, min_count: int
+    conn: sqlite3.Connection,
+    params: Mapping[str, str],
+    *,
+    now: float,
+    min_count: int,
+    min_users: int,
 ) -> dict[str, Any]:
     """``GET dashboard/api/rows``: a trend and the versions in use for each library in
     ``names``.
@@ -119,26 +130,35 @@ def rows_answer(
     slice of the window; the versions are those of ``/api/v1/libraries/<name>``, which only
     an ``env`` filter narrows (versions are stored per environment, not per label set).
     ``{"from", "until", "times": [slice starts], "step", "rows": {name: {"trend": [...],
-    "versions": [{"version", "processes"}]}}, "versions_filter": [...], "min_count"}``.
+    "versions": [{"version", "users", "processes"}]}}, "versions_filter": [...], "min_count",
+    "min_users"}``.
     """
     check_known(params, (*_ROWS_PARAMS, "token"))
     names = _names(params)
     library_params = _api_params(params, answers.ENDPOINT_PARAMS["libraries"])
-    whole = answers.libraries_answer(conn, library_params, now=now, min_count=min_count)
+    whole = answers.libraries_answer(
+        conn, library_params, now=now, min_count=min_count, min_users=min_users
+    )
     step = int(whole["step"])
     slices = _slices(whole, step)
     trends: dict[str, list[Any]] = {name: [] for name in names}
     for start, end in slices:
         part = answers.libraries_answer(
-            conn, _slice_params(library_params, start, end), now=now, min_count=min_count
+            conn,
+            _slice_params(library_params, start, end),
+            now=now,
+            min_count=min_count,
+            min_users=min_users,
         )
         counts = {row["name"]: row["processes"] for row in part["libraries"]}
         for name in names:
             trends[name].append(counts.get(name, 0))
-    detail_params = _api_params(params, ("since", "from", "until", "env"))
+    detail_params = _api_params(params, (*_HISTORY_PARAMS,))
     rows = {}
     for name in names:
-        detail = answers.library_answer(conn, name, detail_params, now=now, min_count=min_count)
+        detail = answers.library_answer(
+            conn, name, detail_params, now=now, min_count=min_count, min_users=min_users
+        )
         rows[name] = {
             "trend": trends[name],
             "versions": detail["versions"] if detail else [],
@@ -151,6 +171,7 @@ def rows_answer(
         "rows": rows,
         "versions_filter": ["env"],
         "min_count": min_count,
+        "min_users": min_users,
     }
 
 
@@ -161,25 +182,31 @@ def version_history_answer(
     *,
     now: float,
     min_count: int,
+    min_users: int,
 ) -> dict[str, Any] | None:
-    """``GET dashboard/api/version-history/<name>``: the versions in use in each slice of the
-    window (``None`` when the library was never seen).
+    """``GET dashboard/api/version-history/<name>``: the versions in use, and the processes
+    (direct and transitive), in each slice of the window (``None`` when the library was never
+    seen), so that a library's two charts share one time axis.
 
     ``{"name", "from", "until", "step", "times": [...], "versions": {version: [processes per
-    slice]}, "min_count"}``; a count below ``min_count`` is "fewer than N", as in the API.
+    slice]}, "series": [{"time", "processes", "direct", "transitive"}], "min_count"}``; a count
+    below ``min_count`` is "fewer than N", as in the API.
     The versions are those the API lists for the whole window; the others are summed in
     every slice as ``answers.OTHER_VERSIONS``, so the answer stays small.
     """
     check_known(params, (*_HISTORY_PARAMS, "token"))
     name = canonical_library(name)
     params = _api_params(params, _HISTORY_PARAMS)
-    whole = answers.library_answer(conn, name, params, now=now, min_count=min_count)
+    whole = answers.library_answer(
+        conn, name, params, now=now, min_count=min_count, min_users=min_users
+    )
     if whole is None:
         return None
     step = int(whole["step"])
     slices = _slices(whole, step)
     history: dict[str, list[Any]] = {row["version"]: [] for row in whole["versions"]}
     listed = set(history) - {answers.OTHER_VERSIONS}
+    series = []
     for index, (start, end) in enumerate(slices):
         part = answers.library_answer(
             conn,
@@ -187,9 +214,14 @@ def version_history_answer(
             _slice_params(params, start, end),
             now=now,
             min_count=min_count,
+            min_users=min_users,
             versions=listed,
         )
         counts = {row["version"]: row["processes"] for row in (part or {}).get("versions", [])}
+        point: dict[str, Any] = {"time": iso(start)}
+        for key in ("processes", "direct", "transitive"):
+            point[key] = part[key] if part else 0
+        series.append(point)
         for version in counts:
             history.setdefault(version, [0] * index)
         for version, values in history.items():
@@ -201,7 +233,9 @@ def version_history_answer(
         "step": slices[0][1] - slices[0][0] if slices else step,
         "times": [iso(start) for start, _ in slices],
         "versions": history,
+        "series": series,
         "min_count": min_count,
+        "min_users": min_users,
     }
 
 

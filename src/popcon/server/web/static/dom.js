@@ -33,3 +33,11 @@ export function el(tag, attrs, ...children) {
   }
   return node;
 }
+
+/** A view's title and, when filters are on, which: "Libraries · only environment img:a,
+ * hub=x" (the filters in words, as `filterParts` writes them). */
+export function heading(title, filters) {
+  return el("h1", {}, title, filters.length
+    ? el("span", { class: "filter-on", "data-filters": filters.join(", ") }, " · only " + filters.join(", "))
+    : null);
+}

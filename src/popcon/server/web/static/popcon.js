@@ -13,11 +13,12 @@ import { currentRoute } from "./route.js";
 import { renderEnvironments } from "./view-environments.js";
 import { renderLibraries } from "./view-libraries.js";
 import { renderLibrary } from "./view-library.js";
+import { renderPrograms } from "./view-programs.js";
 import { renderUnused } from "./view-unused.js";
 import { renderUserInstalled } from "./view-user-installed.js";
 
 const RENDERERS = {
-  libraries: renderLibraries, library: renderLibrary, unused: renderUnused,
+  libraries: renderLibraries, library: renderLibrary, programs: renderPrograms, unused: renderUnused,
   "user-installed": renderUserInstalled, environments: renderEnvironments,
 };
 
@@ -31,6 +32,7 @@ async function render() {
   destroyCharts();
   offerCsv(null);
   delete view.dataset.loaded;
+  delete view.dataset.include;
   document.title = "popcon" + (route.view === "library" ? " · " + displayText(route.name) : "");
   try {
     await loadEnvironments();
@@ -58,9 +60,13 @@ async function showPrivacy() {
   const privacy = document.getElementById("privacy");
   try {
     const answer = await api("api/v1/libraries", new URLSearchParams({ since: "6h" }));
-    privacy.textContent = answer.min_count > 1
+    const counts = answer.min_count > 1
       ? `Counts below ${answer.min_count} are shown as “fewer than ${answer.min_count}”.`
       : "Every count is shown.";
+    const people = answer.min_users > 1
+      ? ` Rows fewer than ${answer.min_users} people used are hidden.` : "";
+    privacy.textContent = counts + people + " Users are distinct people, counted without " +
+      "learning who anyone is; “?” where no recorder sent people.";
   } catch (error) {
     privacy.textContent = "";
   }

@@ -1,5 +1,5 @@
 /* Where the page is: the address holds the view and the API's own query parameters, so every
- * view can be bookmarked: PREFIX[library/NAME|unused|user-installed|environments]?since=24h&...
+ * view can be bookmarked: PREFIX[library/NAME|programs|unused|user-installed|environments]?since=24h&...
  * PREFIX is the page's URL prefix ("/" standalone, the service prefix behind JupyterHub). */
 
 export const PREFIX = document.querySelector('meta[name="popcon-prefix"]').content || "/";
@@ -12,7 +12,7 @@ export function currentRoute() {
   if (path.startsWith("library/")) {
     return { view: "library", name: decodeURIComponent(path.slice(8)), params };
   }
-  const known = ["unused", "user-installed", "environments"];
+  const known = ["programs", "unused", "user-installed", "environments"];
   return { view: known.includes(path) ? path : "libraries", params };
 }
 
@@ -39,14 +39,28 @@ export function withParams(changes) {
   return params;
 }
 
-/** The parameters an API endpoint accepts, out of the page's. */
-export function apiParams(params, allowed) {
+/** The window a view answers for when the address names none (the API's own defaults for
+ * unused and user-installed); the Environments view has no window. */
+const DEFAULT_SINCE = { unused: "30d", "user-installed": "30d", environments: null };
+
+/** The window the view of `route` shows: "6h", "30d"..., "" for an address with its own
+ * from/until, null where no window applies. */
+export function windowOf(route) {
+  const fallback = route.view in DEFAULT_SINCE ? DEFAULT_SINCE[route.view] : "6h";
+  if (fallback === null) return null;
+  if (route.params.get("since")) return route.params.get("since");
+  return route.params.get("from") ? "" : fallback;
+}
+
+/** The parameters an API endpoint accepts, out of the route's, with the view's window. */
+export function apiParams(route, allowed) {
   const out = new URLSearchParams();
-  for (const [key, value] of params) {
+  for (const [key, value] of route.params) {
     if (allowed.includes(key) || (allowed.includes("label") && key.startsWith("label."))) {
       out.set(key, value);
     }
   }
-  if (!out.has("since") && !out.has("from")) out.set("since", "6h");
+  const since = windowOf(route);
+  if (since && !out.has("since")) out.set("since", since);
   return out;
 }

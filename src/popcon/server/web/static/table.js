@@ -1,12 +1,14 @@
 /* Tables: cells for counts and shares, a sortable table, a plain one, and the search filter. */
 
 import { el } from "./dom.js";
-import { isHidden, share } from "./format.js";
+import { isHidden, isUnknown, share, UNKNOWN_TEXT, UNKNOWN_TITLE } from "./format.js";
 
-/** A numeric cell; a hidden count ("fewer than N") is written as such, in grey. */
+/** A numeric cell; a hidden count ("fewer than N") is written as such, in grey, and an
+ * unknown one (null) as "?", never as 0. */
 export function countCell(value, extraClass) {
   const td = el("td", { class: "num" + (extraClass ? " " + extraClass : "") });
-  if (isHidden(value)) td.append(el("span", { class: "hidden-count", text: value }));
+  if (isUnknown(value)) td.append(el("span", { class: "hidden-count", title: UNKNOWN_TITLE, text: UNKNOWN_TEXT }));
+  else if (isHidden(value)) td.append(el("span", { class: "hidden-count", text: value }));
   else td.textContent = Number(value).toLocaleString();
   return td;
 }
@@ -26,7 +28,8 @@ export function shareCell(row) {
   return td;
 }
 
-/** A sortable table. columns: [{heading, key, numeric, cell(row) -> td, sort(row), optional}];
+/** A sortable table. columns: [{heading, key, numeric, cell(row) -> td, sort(row), then(row),
+ * optional}] (then: what orders rows whose sort values are equal, before their names);
  * sort: {key, desc}; onSort(key) is called by a click on a heading. */
 export function sortableTable(columns, rows, sort, onSort) {
   const head = el("tr", {}, columns.map((column) => {
@@ -46,6 +49,7 @@ export function sortableTable(columns, rows, sort, onSort) {
     const tr = el("tr", { "data-name": row.name || row.env || "" });
     for (const column of columns) {
       const td = column.cell ? column.cell(row) : el("td", { text: row[column.key] ?? "" });
+      td.dataset.column = column.key;
       if (column.optional) td.classList.add("optional");
       tr.append(td);
     }
@@ -59,10 +63,13 @@ export function sortRows(rows, columns, sort) {
   const column = columns.find((c) => c.key === sort.key) || columns[0];
   const sign = sort.desc ? -1 : 1;
   return [...rows].sort((a, b) => {
-    const x = column.sort(a);
-    const y = column.sort(b);
-    if (x < y) return -sign;
-    if (x > y) return sign;
+    for (const key of [column.sort, column.then]) {
+      if (!key) continue;
+      const x = key(a);
+      const y = key(b);
+      if (x < y) return -sign;
+      if (x > y) return sign;
+    }
     return String(a.name || a.env).localeCompare(String(b.name || b.env));
   });
 }
@@ -74,8 +81,11 @@ export function simpleTable(columns, rows) {
   return el("div", { class: "table-wrap" }, el("table", {},
     el("thead", {}, el("tr", {}, columns.map(([heading, , numeric]) =>
       el("th", { class: numeric ? "num" : "", scope: "col", text: heading })))),
-    el("tbody", {}, rows.map((row) => el("tr", {}, columns.map(([, key, numeric, cell]) =>
-      (cell ? cell(row) : numeric ? countCell(row[key]) : el("td", { class: "wrap", text: row[key] ?? "" }))))))));
+    el("tbody", {}, rows.map((row) => el("tr", {}, columns.map(([, key, numeric, cell]) => {
+      const td = cell ? cell(row) : numeric ? countCell(row[key]) : el("td", { class: "wrap", text: row[key] ?? "" });
+      td.dataset.column = key;
+      return td;
+    }))))));
 }
 
 /** Does the row's name contain the search text? */

@@ -1,10 +1,10 @@
 /* The User-installed view: libraries imported from users' own site-packages and absent from
- * the environment's inventory (30 days unless the address says otherwise). */
+ * the environment's inventory (30 days unless the address says otherwise: route.js). */
 
 import { api } from "./api.js";
 import { offerCsv } from "./csv.js";
-import { el, view } from "./dom.js";
-import { sortValue, versionsText, windowText } from "./format.js";
+import { el, heading, view } from "./dom.js";
+import { filterParts, sortValue, versionsText, windowText } from "./format.js";
 import { apiParams, href, withParams } from "./route.js";
 import { countCell, matches, sortableTable, sortRows } from "./table.js";
 
@@ -12,8 +12,7 @@ const userSort = { key: "processes", desc: true };
 
 /** Draw the view; current() is false once another view has started drawing. */
 export async function renderUserInstalled(route, current) {
-  const params = apiParams(route.params, ["since", "from", "until", "env"]);
-  if (!route.params.get("since") && !route.params.get("from")) params.set("since", "30d");
+  const params = apiParams(route, ["since", "from", "until", "env"]);
   const answer = await api("api/v1/user-installed", params);
   if (!current()) return;
   const query = route.params.get("q") || "";
@@ -27,8 +26,8 @@ export async function renderUserInstalled(route, current) {
   function draw() {
     const rows = sortRows(answer.libraries.filter((row) => matches(row, query)), columns, userSort);
     view.replaceChildren(
-      el("h1", { text: "Installed by users" }),
-      el("p", { class: "note", text: `Imported from users' own site-packages (pip install --user) in ${windowText(answer)} ` +
+      heading("Installed by users", filterParts(route.params, ["env"])),
+      el("p", { class: "note window", "data-from": answer.from, "data-until": answer.until, text: `Imported from users' own site-packages (pip install --user) in ${windowText(answer)} ` +
         "and absent from the environment's inventory: candidates to add to the image." }),
       rows.length ? sortableTable(columns, rows, userSort, (key) => {
         userSort.desc = userSort.key === key ? !userSort.desc : key !== "name" && key !== "env";

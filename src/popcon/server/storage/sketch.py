@@ -1,0 +1,213 @@
+"""Distinct people as HyperLogLog sketches: the registers of one cell, their stored form, the
+merge and the estimate.
+
+A record's person field (``docs/protocol.md``) is one HyperLogLog contribution: a register
+(0..16383, precision :data:`~popcon.protocol.SKETCH_PRECISION`) and a rank (1..51). A sketch
+keeps, per register, the largest rank contributed; merging sketches takes the largest rank of
+each register, so the people of any window, under any filter, are the merge of the sketches of
+its buckets. Nothing else about a person is kept.
+
+In memory a sketch is a :class:`Registers`: a dict ``{register: rank}`` while few registers are
+set, else a ``bytearray`` of one rank per register. Stored (:func:`encode`), it is *sparse*
+(``b"S"``, the registers as little-endian 16-bit numbers, then their ranks as bytes: 3 bytes a
+register) while that is smaller than *dense* (``b"D"`` and 16,384 bytes, one rank per
+register), so no stored sketch exceeds 16,385 bytes. The estimate is HyperLogLog's with linear
+counting for small counts: below 50 people, exact or within one in all but about 1 group in 400
+(where people's registers collide twice); above, one standard error is 0.8 %, and every count
+measured (``tests/collector/test_sketch.py``, up to 100,000) is within 3 %.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections import Counter
+from collections.abc import Iterable
+
+from popcon.protocol import MAX_RANK, SKETCH_PRECISION
+
+#: Registers of a sketch.
+REGISTERS = 1 << SKETCH_PRECISION
+SPARSE = b"S"
+DENSE = b"D"
+#: Most registers a sparse sketch holds (3 bytes each) before it is stored dense.
+MAX_SPARSE = (REGISTERS - 1) // 3
+#: Longest stored sketch, in bytes.
+MAX_ENCODED = 1 + REGISTERS
+_ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
+#: Below this raw estimate (and with an empty register left), linear counting answers. The
+#: original HyperLogLog switches at 2.5 registers per person, where the raw estimate still runs
+#: about 2 % high with 16,384 registers; linear counting stays within 1 % a little further.
+_LINEAR_LIMIT = 3 * REGISTERS
+_INVERSE_POWERS = [2.0**-rank for rank in range(MAX_RANK + 1)]
+_BIG_ENDIAN = sys.byteorder == "big"
+#: Every byte's high bit (for the bytewise maximum of two dense sketches as integers).
+_HIGH = int.from_bytes(b"\x80" * REGISTERS, "little")
+
+
+class Registers:
+    """One sketch being built or merged: ``sparse`` (a dict) until it holds more than
+    :data:`MAX_SPARSE` registers, then ``dense`` (a bytearray of :data:`REGISTERS` ranks)."""
+
+    __slots__ = ("dense", "sparse")
+
+    def __init__(self) -> None:
+        self.sparse: dict[int, int] | None = {}
+        self.dense: bytearray | None = None
+
+    def add(self, register: int, rank: int) -> None:
+        sparse = self.sparse
+        if sparse is not None:
+            if sparse.get(register, 0) < rank:
+                sparse[register] = rank
+                if len(sparse) > MAX_SPARSE:
+                    self._densify()
+        else:
+            dense = self.dense
+            assert dense is not None
+            if dense[register] < rank:
+                dense[register] = rank
+
+    def merge(self, blob: bytes) -> None:
+        """Take the largest rank of each register of a stored sketch."""
+        if blob[:1] == DENSE:
+            self._merge_dense(blob[1:])
+            return
+        count = (len(blob) - 1) // 3
+        registers = array("H", blob[1 : 1 + 2 * count])
+        if _BIG_ENDIAN:
+            registers.byteswap()
+        incoming = dict(zip(registers, blob[1 + 2 * count :]))
+        self.merge_registers(incoming)
+
+    def merge_registers(self, incoming: dict[int, int]) -> None:
+        """Take the largest rank of each register of ``{register: rank}``."""
+        sparse = self.sparse
+        if sparse is None:
+            dense = self.dense
+            assert dense is not None
+            for register, rank in incoming.items():
+                if dense[register] < rank:
+                    dense[register] = rank
+            return
+        if len(incoming) > len(sparse):
+            incoming, sparse = sparse, dict(incoming)
+            self.sparse = sparse
+        for register in incoming.keys() & sparse.keys():
+            if incoming[register] < sparse[register]:
+                incoming[register] = sparse[register]
+        sparse.update(incoming)
+        if len(sparse) > MAX_SPARSE:
+            self._densify()
+
+    def merge_sketch(self, other: Registers) -> None:
+        if other.sparse is not None:
+            self.merge_registers(dict(other.sparse))
+        else:
+            assert other.dense is not None
+            self._merge_dense(bytes(other.dense))
+
+    def _densify(self) -> None:
+        dense = bytearray(REGISTERS)
+        for register, rank in (self.sparse or {}).items():
+            dense[register] = rank
+        self.sparse, self.dense = None, dense
+
+    def _merge_dense(self, ranks: bytes) -> None:
+        if self.sparse is not None:
+            sparse = self.sparse
+            self.sparse, self.dense = None, bytearray(ranks)
+            self.merge_registers(sparse)
+            return
+        assert self.dense is not None
+        self.dense = bytearray(bytewise_max(bytes(self.dense), ranks))
+
+    def __len__(self) -> int:
+        """Registers set."""
+        if self.sparse is not None:
+            return len(self.sparse)
+        assert self.dense is not None
+        return REGISTERS - self.dense.count(0)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def estimate(self) -> float:
+        """The HyperLogLog estimate of the people contributing (linear counting while
+        small)."""
+        if self.sparse is not None:
+            ranks = Counter(self.sparse.values())
+            ranks[0] = REGISTERS - len(self.sparse)
+        else:
+            assert self.dense is not None
+            ranks = Counter()
+            left = REGISTERS
+            dense = self.dense
+            for rank in range(MAX_RANK + 1):
+                found = dense.count(rank)
+                ranks[rank] = found
+                left -= found
+                if not left:
+                    break
+        return estimate_of(ranks)
+
+    def people(self) -> int:
+        """:meth:`estimate`, rounded to a whole number of people."""
+        return round(self.estimate())
+
+
+def estimate_of(ranks: Counter[int]) -> float:
+    """The estimate from how many registers hold each rank (``ranks[0]``: registers empty)."""
+    zeros = ranks.get(0, 0)
+    if zeros == REGISTERS:
+        return 0.0
+    total = sum(count * _INVERSE_POWERS[rank] for rank, count in ranks.items())
+    raw = _ALPHA * REGISTERS * REGISTERS / total
+    if raw <= _LINEAR_LIMIT and zeros:
+        return REGISTERS * math.log(REGISTERS / zeros)
+    return raw
+
+
+def bytewise_max(a: bytes, b: bytes) -> bytes:
+    """The larger byte of each position of two dense sketches (ranks below 128), computed on
+    whole integers: ``(a | 0x80…) - b`` keeps each byte's high bit where ``a >= b``."""
+    x = int.from_bytes(a, "little")
+    y = int.from_bytes(b, "little")
+    keep = (((x | _HIGH) - y) & _HIGH) >> 7
+    mask = keep * 0xFF
+    return ((x & mask) | (y & ~mask)).to_bytes(REGISTERS, "little")
+
+
+def encode(sketch: Registers) -> bytes:
+    """The stored form: sparse while it is smaller, else dense."""
+    if sketch.sparse is not None:
+        registers = sorted(sketch.sparse)
+        packed = array("H", registers)
+        if _BIG_ENDIAN:
+            packed.byteswap()
+        return SPARSE + packed.tobytes() + bytes(sketch.sparse[r] for r in registers)
+    assert sketch.dense is not None
+    return DENSE + bytes(sketch.dense)
+
+
+def decode(blob: bytes) -> Registers:
+    sketch = Registers()
+    sketch.merge(blob)
+    return sketch
+
+
+def merged(blobs: Iterable[bytes]) -> Registers:
+    """One sketch of stored ones."""
+    sketch = Registers()
+    for blob in blobs:
+        sketch.merge(blob)
+    return sketch
+
+
+def of_pairs(pairs: Iterable[tuple[int, int]]) -> Registers:
+    """A sketch of ``(register, rank)`` contributions."""
+    sketch = Registers()
+    for register, rank in pairs:
+        sketch.add(register, rank)
+    return sketch
