@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
-from collectors import ServeProcess, subprocess_env
+from collectors import ServeProcess
 from recorder_testlib import (
     UdpListener,
     Venv,
@@ -45,30 +41,6 @@ def venv(new_venv, wheelhouse, home) -> Venv:
     return made
 
 
-class ServeOnPort(ServeProcess):
-    """``popcon serve`` receiving on a UDP port chosen before it starts (the one the
-    recorders were told), HTTP on a port the kernel picks."""
-
-    def __init__(self, db: Path, udp_port: int) -> None:
-        command = [
-            sys.executable, "-m", "popcon", "serve", "--open", "--udp",
-            f"127.0.0.1:{udp_port}", "--http", "127.0.0.1:0", "--db", str(db),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.start_line = self._wait_for_line("listening on", timeout=30)
-        words = [word.rstrip(",") for word in self.start_line.split()]
-        self.udp_url = next(w for w in words if w.startswith("udp://"))
-        self.http_url = next(w for w in words if w.startswith("http://"))
-        self.udp = ("127.0.0.1", udp_port)
-
-
 def _stamp(venv: Venv) -> Path:
     (stamp,) = (venv.site_packages / "popcon-cache").glob("inventory-*")
     return stamp
@@ -84,7 +56,7 @@ def test_the_first_inventory_reaches_a_collector_started_later(venv, home, workd
     assert (result.returncode, result.stderr) == (0, "")
     stamp = _stamp(venv)
     assert stamp.stat().st_size == 1  # sent once, to nobody
-    with ServeOnPort(tmp_path / "popcon.sqlite", port) as serve:
+    with ServeProcess(tmp_path / "popcon.sqlite", "--open", udp=f"127.0.0.1:{port}") as serve:
         assert serve.udp_url == f"udp://127.0.0.1:{port}"
 
         def unused() -> list[str]:

@@ -164,14 +164,20 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 class ServeProcess:
-    """``python -m popcon serve`` on loopback ports picked by the kernel; parses its start line."""
+    """``python -m popcon serve`` on loopback ports picked by the kernel (``udp``: an address
+    chosen before it starts instead, the one recorders were told); parses its start line."""
 
     def __init__(
-        self, db: Path, *flags: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+        self,
+        db: Path,
+        *flags: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        udp: str = "127.0.0.1:0",
     ) -> None:
         command = [
             sys.executable, "-m", "popcon", "serve",
-            "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", str(db), *flags,
+            "--udp", udp, "--http", "127.0.0.1:0", "--db", str(db), *flags,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             command,
