@@ -8,6 +8,7 @@ import hmac
 from pathlib import Path
 
 import pytest
+from recorder_by_path import previewed
 
 
 def test_chunks_fill_each_text_up_to_the_budget_exactly(recorder) -> None:
@@ -82,17 +83,6 @@ def test_signature_line_is_hmac_sha256_of_everything_before_it(recorder) -> None
     assert recorder.core.signed(_config(recorder), payload) == payload
 
 
-def _previewed(path: Path) -> list[bytes]:
-    """The datagrams of a POPCON_PREVIEW file: each length-prefixed."""
-    data = path.read_bytes()
-    datagrams = []
-    while data:
-        size, _, data = data.partition(b"\n")
-        datagrams.append(data[: int(size)])
-        data = data[int(size) :]
-    return datagrams
-
-
 @pytest.mark.parametrize("count", [1, 150, 5000])
 def test_inventory_parts(recorder, tmp_path: Path, count: int) -> None:
     preview = tmp_path / "preview"
@@ -100,7 +90,7 @@ def test_inventory_parts(recorder, tmp_path: Path, count: int) -> None:
     dists = [(f"dist-{i:05d}", "1.0") for i in range(count)]
     stamp = tmp_path / "stamps" / "inventory-0123456789ab-0a1b2c3d"
     recorder.rare.send_inventory(config, [("0a1b2c3d", dists)], "0a1b2c3d", str(stamp))
-    datagrams = _previewed(preview) if preview.exists() else []
+    datagrams = previewed(preview) if preview.exists() else []
     parts = len(datagrams)
     if count == 5000:  # more than MAX_INVENTORY_PARTS parts: not sent at all
         assert datagrams == []

@@ -8,6 +8,7 @@ import site as site_module
 from pathlib import Path
 
 import pytest
+from recorder_by_path import previewed
 
 
 def _metadata(info: Path, *headers: str, body: str = "") -> None:
@@ -88,23 +89,13 @@ def test_dist_lines_keep_at_most_max_requires_and_fit_the_budget(recorder) -> No
     assert rare.dist_lines(entries, reasons, 20)[0] == "dist big 1 r -"
 
 
-def _previewed(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    datagrams = []
-    while data:
-        size, _, data = data.partition(b"\n")
-        datagrams.append(data[: int(size)])
-        data = data[int(size) :]
-    return datagrams
-
-
 def _send(recorder, tmp_path: Path, dists: list[tuple[str, str]]) -> list[str]:
     preview = tmp_path / "preview"
     preview.unlink(missing_ok=True)
     config = recorder.core.Config({"POPCON_ENV": "lab", "POPCON_PREVIEW": str(preview)})
     stamp = tmp_path / "stamps" / "inventory-0123456789ab-0a1b2c3d"
     recorder.rare.send_inventory(config, [("0a1b2c3d", dists)], "0a1b2c3d", str(stamp))
-    datagrams = _previewed(preview) if preview.exists() else []
+    datagrams = previewed(preview) if preview.exists() else []
     for datagram in datagrams:
         assert len(datagram) <= recorder.core.MAX_DATAGRAM
     return [line for d in datagrams for line in d.decode().splitlines() if line.startswith("dist ")]

@@ -52,6 +52,18 @@ def load_recorder() -> SimpleNamespace:
     return SimpleNamespace(**loaded)
 
 
+def previewed(path: Path) -> list[bytes]:
+    """The datagrams of a ``POPCON_PREVIEW`` file, each length-prefixed (read here, without
+    popcon's package, which the recorder's tests on older Pythons do not have)."""
+    data = path.read_bytes()
+    datagrams = []
+    while data:
+        size, _, data = data.partition(b"\n")
+        datagrams.append(data[: int(size)])
+        data = data[int(size) :]
+    return datagrams
+
+
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SimpleNamespace]:
     """``.core``, ``.map``, ``.rare``, ``.hook``: fresh modules, with an environment that points
