@@ -31,12 +31,15 @@ from popcon.server.query.answers import (
     user_installed_answer,
 )
 from popcon.server.query.connection import connect_readonly
+from popcon.server.query.kept import Kept
+from popcon.server.query.kept import _Kept as Kept_
 from popcon.server.query.libraries import libraries, library_detail
 from popcon.server.query.programs import programs
 from popcon.server.receive.ingest import Ingestor, job_of
 from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
 from popcon.server.storage.schema import StoreSettings, connect_writer, default_tiers
 from popcon.server.storage.sketch import MAX_ENCODED
+from popcon.server.storage.upkeep import backup_database
 
 #: Where the clock of these tests stands when a writer starts: data arrives after it, in
 #: buckets not rolled up yet (unless a test says otherwise).
@@ -297,6 +300,110 @@ def test_people_arriving_after_their_bucket_rolled_up_are_merged_in(writer, fake
     for since in (6 * HOUR, 7 * DAY, 30 * DAY):
         pandas = _rows(writer, since=since)["pandas"]
         assert (pandas["users"], pandas["processes"]) == (2, 3), since
+
+
+def test_answers_keeping_what_is_rolled_up_equal_answers_read_afresh(
+    writer, fake_clock, tmp_path: Path
+) -> None:
+    """Answers keep what they read of the rolled-up buckets (``popcon.server.query.kept``):
+    as the writer rolls up more, and when records arrive late for buckets rolled up, every
+    answer (6 hours, 7 and 30 days) equals the one read from a copy of the database, of which
+    nothing is kept."""
+    people = _people(13, seed=21)
+    lib = [("pandas", "2.2.2", "direct", "env"), ("numpy", "2.0.0", "transitive", "env", "pandas")]
+    copies = iter(range(100))
+
+    def answers() -> dict[float, dict[Any, dict[str, Any]]]:
+        now = writer.clock()
+        copy = tmp_path / f"copy-{next(copies)}.sqlite"
+        backup_database(writer.path, copy)
+        found = {}
+        with _reading(writer) as conn:
+            for since in (6 * HOUR, 7 * DAY, 30 * DAY):
+                kept = libraries(conn, now - since, now + 1, now=now)
+                afresh = connect_readonly(copy)
+                try:
+                    assert kept == libraries(afresh, now - since, now + 1, now=now), since
+                finally:
+                    afresh.close()
+                found[since] = by_name(kept["libraries"])
+        return found
+
+    def token() -> str:
+        with _reading(writer) as conn:
+            return conn.execute("SELECT value FROM meta WHERE key = 'rolled_rows'").fetchone()[0]
+
+    ingest(writer, _at(START + 60, [use_datagram_2(ENV, lib, p) for p in people[:3]]))
+    assert {since: rows["pandas"]["users"] for since, rows in answers().items()} == {
+        6 * HOUR: 3,
+        7 * DAY: 3,
+        30 * DAY: 3,
+    }
+    for step, advance in enumerate((20 * MINUTE, 2 * HOUR, 23 * HOUR), start=1):
+        fake_clock.advance(advance)
+        _wait_rolled(writer, int(fake_clock()) // 600 * 600 - 600)
+        moment = fake_clock()
+        newcomers = people[3 * step : 3 * step + 3]
+        ingest(writer, _at(moment, [use_datagram_2(ENV, lib, p) for p in [*newcomers, people[0]]]))
+        month = answers()[30 * DAY]
+        assert (month["pandas"]["users"], month["pandas"]["processes"]) == (
+            3 * step + 3,
+            4 * step + 3,
+        )
+        assert month["numpy"]["users"] == 3 * step + 3
+    before = token()
+    ingest(writer, _at(START + 90, [use_datagram_2(ENV, lib, people[12])]))  # late
+    assert token() != before
+    month = answers()[30 * DAY]
+    assert (month["pandas"]["users"], month["pandas"]["processes"]) == (13, 16)
+
+
+def test_a_kept_answer_older_than_the_finest_buckets_is_read_afresh(
+    store_writer, fake_clock, tmp_path: Path
+) -> None:
+    """A window reaching into the future stays the same window for days; once the finest tier
+    no longer holds the buckets rolled up since its value was kept, the answer is read afresh
+    instead of missing their people."""
+    path = tmp_path / "kept.sqlite"
+    a, b, c = _people(3, seed=22)
+    lib = [("pandas", "2.2.2", "direct", "env")]
+
+    def month_users() -> Any:
+        now = fake_clock()
+        with _reading(writer) as conn:
+            rows = libraries(conn, START - 10 * DAY, START + 20 * DAY, now=now)
+        return by_name(rows["libraries"])["pandas"]["users"]
+
+    fake_clock.now = START
+    writer = store_writer(path=path)
+    ingest(writer, _at(START + 60, [use_datagram_2(ENV, lib, p) for p in (a, b)]))
+    fake_clock.advance(20 * MINUTE)
+    _wait_rolled(writer, START + 600)
+    assert month_users() == 2  # kept
+    writer.stop()
+    fake_clock.now = START + DAY
+    writer = store_writer(path=path)
+    ingest(writer, _at(fake_clock() + 60, [use_datagram_2(ENV, lib, c)]))
+    writer.stop()
+    fake_clock.now = START + 4 * DAY
+    writer = store_writer(path=path)  # rolls up, and sweeps the finest buckets of day 1
+    writer.stop()
+    assert month_users() == 3
+
+
+def test_what_answers_keep_is_bounded() -> None:
+    """Past its budget, the least recently used values are dropped; one larger than the whole
+    budget is not kept."""
+    kept = Kept_(100)
+    kept.put("a", Kept("a", 0, 60))
+    kept.put("b", Kept("b", 0, 30))
+    assert kept.get("a") is not None  # now the most recently used
+    kept.put("c", Kept("c", 0, 30))
+    assert (kept.get("b"), kept.size()) == (None, 90)
+    kept.put("d", Kept("d", 0, 101))
+    assert kept.get("d") is None and kept.size() == 90
+    kept.put("a", Kept("a", 0, 10))
+    assert kept.size() == 40
 
 
 def test_a_restarted_store_keeps_its_sketches(store_writer, fake_clock, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from popcon.server.storage.sketch import (
     encode,
     merged,
     of_pairs,
+    tally,
 )
 
 #: The library every person's contribution is for (one sketch is one library's).
@@ -235,3 +236,25 @@ def test_bytewise_max_at_the_edges_of_a_rank() -> None:
     assert bytewise_max(alternating, other) == tops
     ranks = bytes([51, 1] * (REGISTERS // 2))
     assert bytewise_max(ranks, bytes([1, 51] * (REGISTERS // 2))) == bytes([51]) * REGISTERS
+
+
+@pytest.mark.parametrize(
+    ("kept", "more"), [(0, 30), (40, 0), (40, 25), (150, 400), (3000, 60), (3000, 9000)]
+)
+def test_a_tally_counts_the_people_of_the_merge_without_changing(kept: int, more: int) -> None:
+    """A tally (sparse or dense) with more registers counts what the merged sketch counts,
+    and stays as it was; a new tally with them is that merge."""
+    everyone = _secrets(kept + 11, kept + more)
+    shared = everyone[kept // 2 : kept]  # half the kept people are among the more
+    base = of_pairs(_contributions(everyone[:kept]))
+    extra = of_pairs(_contributions(shared + everyone[kept:]))
+    union = merged([encode(base), encode(extra)])
+    kept_tally = tally(decode(encode(base)))
+    before = kept_tally.people_with()
+    assert before == base.people()
+    assert kept_tally.people_with(extra) == union.people()
+    assert kept_tally.people_with() == before
+    grown = kept_tally.with_registers(extra)
+    assert grown.people_with() == union.people()
+    assert kept_tally.people_with() == before
+    assert grown.people_with(extra) == union.people()

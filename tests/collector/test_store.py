@@ -25,6 +25,7 @@ from popcon.server.query.totals import (
 from popcon.server.receive.ingest import Ingestor, job_of
 from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
 from popcon.server.storage.schema import (
+    ROLLED_ROWS,
     StoreSettings,
     Tier,
     connect_writer,
@@ -152,6 +153,8 @@ def test_sqlite_without_json_functions_stores_the_same_rows(tmp_path) -> None:
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ]
         rows = {table: sorted(conn.execute(f"SELECT * FROM {table}")) for table in tables}
+        # A random token of each database (late rows here renew it): not a stored row.
+        rows["meta"] = [row for row in rows["meta"] if row[0] != ROLLED_ROWS]
         conn.close()
         return rows
 

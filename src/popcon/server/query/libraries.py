@@ -13,15 +13,18 @@ from typing import Any
 from popcon.protocol import DIRECT, PROGRAM, TRANSITIVE, UNKNOWN
 from popcon.server.query.connection import snapshot
 from popcon.server.query.counting import check_level, origin_code, parts, parts_of
+from popcon.server.query.kept import rolled_part
 from popcon.server.query.params import QueryError, ceil_to, floor_to, iso
 from popcon.server.query.people import (
     PEOPLE,
     WITH_PROGRAMS,
     Kinds,
+    WindowPeople,
     gather,
     kinds_where,
     merge_into,
     users,
+    window_people,
 )
 from popcon.server.query.sql import (
     SKETCH_TABLES,
@@ -34,6 +37,7 @@ from popcon.server.query.sql import (
 )
 from popcon.server.query.window import (
     MAX_POINTS,
+    Span,
     answered_span,
     check_window,
     series_tier,
@@ -70,58 +74,88 @@ def libraries(
     with snapshot(conn) as rolled:
         counted = answered_span(conn, start, end, now)
         sources = source_ids(conn, env, labels)
-        statements = usage_statements(
+        where = f"origin = {code}" if code is not None else ""
+
+        def statements(part: Span, rolled_in: int) -> list[str]:
+            return usage_statements(
+                part,
+                rolled_in,
+                select=f"lib_id, {SUMS}",
+                sources=sources,
+                where=where,
+                group_by="lib_id",
+            )
+
+        def read(onto: Sums | None, statements: list[str]) -> Sums:
+            return summed(conn, statements, onto)
+
+        kept, unrolled = rolled_part(
+            conn,
             counted,
             rolled,
-            select=f"lib_id, {SUMS}",
-            sources=sources,
-            where=f"origin = {code}" if code is not None else "",
-            group_by="lib_id",
+            question=("sums", where, tuple(sources) if sources is not None else None),
+            statements=statements,
+            read=read,
+            size=lambda sums: len(sums) * SUMS_BYTES,
+            now=now,
         )
-        sums: dict[int, list[int]] = {}
-        for statement in statements:
-            for lib_id, *counts in conn.execute(statement):
-                summed = sums.get(lib_id)
-                if summed is None:
-                    sums[lib_id] = counts
-                else:
-                    for i, value in enumerate(counts):
-                        summed[i] += value
-        people: dict[tuple[Any, ...], Kinds] = {}
+        sums = summed(conn, unrolled, kept)
+        kinds = {None: PEOPLE, DIRECT: (DIRECT,), TRANSITIVE: (TRANSITIVE,)}.get(level, PEOPLE)
+        if programs and level is None:
+            kinds = WITH_PROGRAMS
+        asked = [kinds]
+        if level != TRANSITIVE:
+            asked.append((DIRECT,))
+        if programs and level is None:
+            asked.append((PROGRAM,))
+        kind_sets = list(dict.fromkeys(asked))
+        people = WindowPeople.nobody(kind_sets)
         if level != UNKNOWN and sums:
-            people = gather(
+            people = window_people(
                 conn,
-                usage_statements(
-                    counted,
-                    rolled,
-                    select="lib_id, kind, registers",
-                    sources=sources,
-                    where=kinds_where(WITH_PROGRAMS if programs else PEOPLE, origin),
-                    tables=SKETCH_TABLES,
-                ),
+                counted,
+                rolled,
+                kind_sets=kind_sets,
+                select="lib_id, kind, registers",
+                sources=sources,
+                where=kinds_where(WITH_PROGRAMS if programs else PEOPLE, origin),
+                now=now,
             )
         names = dict(conn.execute("SELECT id, name FROM libs")) if sums else {}
-    kinds = {None: PEOPLE, DIRECT: (DIRECT,), TRANSITIVE: (TRANSITIVE,)}.get(level, PEOPLE)
-    if programs and level is None:
-        kinds = WITH_PROGRAMS
     ranked = []
     for lib_id, (d, t, u, k, p, c) in sums.items():
         counts = parts(d, t, u, k, p, c, level, programs=programs)
         name = names.get(lib_id)
         if not counts["processes"] or name is None:
             continue
-        sketches = people.get((lib_id,))
         row: dict[str, Any] = {
             "name": name,
-            "users": users(sketches, kinds),
-            "direct_users": users(sketches, (DIRECT,)) if level != TRANSITIVE else None,
+            "users": people.users((lib_id,), kinds),
+            "direct_users": people.users((lib_id,), (DIRECT,)) if level != TRANSITIVE else None,
             **counts,
         }
         if programs:
-            row["program_users"] = users(sketches, (PROGRAM,)) if level is None else None
+            row["program_users"] = people.users((lib_id,), (PROGRAM,)) if level is None else None
         ranked.append(row)
     ranked.sort(key=by_users)
     return {**counted.window, "step": counted.width, "libraries": ranked}
+
+
+#: A library's sums of counts (``lib_id``: the six sums of :data:`~.sql.SUMS`).
+Sums = dict[int, list[int]]
+#: About the bytes of one library's sums.
+SUMS_BYTES = 250
+
+
+def summed(conn: sqlite3.Connection, statements: list[str], onto: Sums | None = None) -> Sums:
+    """The sums of ``statements`` (``lib_id`` and :data:`~.sql.SUMS`) added to ``onto``
+    (which stays as it is)."""
+    sums: Sums = dict(onto) if onto is not None else {}
+    for statement in statements:
+        for lib_id, *counts in conn.execute(statement):
+            had = sums.get(lib_id)
+            sums[lib_id] = counts if had is None else [a + b for a, b in zip(had, counts)]
+    return sums
 
 
 def by_users(row: dict[str, Any]) -> tuple[int, int, str]:

@@ -5,20 +5,26 @@ processes reported the library at that level (``popcon.server.storage.sketch``);
 any window and filter are the merge of the sketches it covers. An answer's ``users`` is that
 estimate, or ``None`` where no sketch contributed (``popcon/1`` recorders, statsd lines and
 processes without a person send none): unknown, never 0.
+
+The answers over every library (``top``, ``/metrics``' users gauge) count each library's
+people with :func:`window_people`: tallies (a sketch with its estimate's sums) of the buckets
+rolled up, kept between answers (:mod:`~.kept`), and the sketches of the finest buckets not
+rolled up yet, merged at every answer.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any, Optional, TypeVar
+from typing import Any, NamedTuple, Optional, TypeVar
 
 from popcon.protocol import DIRECT, ORIGINS, PROGRAM, TRANSITIVE
 from popcon.server.query.connection import snapshot
+from popcon.server.query.kept import rolled_part
 from popcon.server.query.sql import SKETCH_TABLES, usage_statements
-from popcon.server.query.window import answered_span
+from popcon.server.query.window import Span, answered_span
 from popcon.server.storage.schema import RAN, SKETCH_KINDS, sketch_code, sketch_kind_of
-from popcon.server.storage.sketch import Registers
+from popcon.server.storage.sketch import Registers, Tally, tally
 
 #: The sketches of people's code, and with the programs' own imports.
 PEOPLE = (DIRECT, TRANSITIVE)
@@ -28,6 +34,8 @@ RUNS = (RAN,)
 Key = TypeVar("Key", bound=Hashable)
 #: A row's sketches, one per kind of ``SKETCH_KINDS`` (None where none contributed).
 Kinds = list[Optional[Registers]]
+#: Kinds whose union an answer counts (``PEOPLE``, ``(DIRECT,)``, …).
+KindSet = tuple[str, ...]
 
 
 def kinds_where(kinds: Sequence[str], origin: str | None = None) -> str:
@@ -75,21 +83,135 @@ def merge_into(into: dict[Key, Kinds], key: Key, sketches: Kinds) -> None:
         target.merge_sketch(sketch)
 
 
+def union(sketches: Kinds, kinds: Sequence[str]) -> Registers | None:
+    """The sketch of the people of any of ``kinds`` (one of ``sketches`` itself when only one
+    has them), None when none of them has any."""
+    chosen = [sketches[SKETCH_KINDS.index(kind)] for kind in kinds]
+    present = [sketch for sketch in chosen if sketch is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    merged = Registers()
+    for sketch in present:
+        merged.merge_sketch(sketch)
+    return merged
+
+
 def users(sketches: Kinds | None, kinds: Sequence[str] = PEOPLE) -> int | None:
     """The people of the union of ``kinds``: None when the row has no sketch of any kind (no
     record of it carried a person), 0 when it has people but none of ``kinds``."""
     if sketches is None or not any(sketch is not None for sketch in sketches):
         return None
-    present = [sketches[SKETCH_KINDS.index(kind)] for kind in kinds]
-    chosen = [sketch for sketch in present if sketch is not None]
-    if not chosen:
-        return 0
-    if len(chosen) == 1:
-        return chosen[0].people()
-    union = Registers()
-    for sketch in chosen:
-        union.merge_sketch(sketch)
-    return union.people()
+    merged = union(sketches, kinds)
+    return 0 if merged is None else merged.people()
+
+
+class Tallies(NamedTuple):
+    """Per key, one :class:`~popcon.server.storage.sketch.Tally` per kind set (None: no sketch
+    of those kinds), for every key that had a sketch of any kind; ``size``: about the bytes
+    they hold."""
+
+    rows: dict[tuple[Any, ...], list[Tally | None]]
+    size: int
+
+
+def tallied(
+    found: dict[tuple[Any, ...], Kinds],
+    kind_sets: Sequence[KindSet],
+    onto: Tallies | None = None,
+) -> Tallies:
+    """The tallies of ``found`` (from :func:`gather`), merged with those of ``onto`` (which
+    stay as they are)."""
+    rows = dict(onto.rows) if onto is not None else {}
+    size = onto.size if onto is not None else 0
+    for key, sketches in found.items():
+        had = rows.get(key)
+        row: list[Tally | None] = []
+        for index, kinds in enumerate(kind_sets):
+            base = had[index] if had is not None else None
+            more = union(sketches, kinds)
+            if more is None:
+                row.append(base)
+                continue
+            made = tally(more) if base is None else base.with_registers(more)
+            size += made.size() - (base.size() if base is not None else 0)
+            row.append(made)
+        rows[key] = row
+    return Tallies(rows, size)
+
+
+class WindowPeople:
+    """The people of each key of a window, per kind set: the tallies of the buckets of its
+    tier, and the sketches of the finest buckets not rolled up yet (``live``)."""
+
+    def __init__(
+        self,
+        kind_sets: Sequence[KindSet],
+        tallies: Tallies,
+        live: dict[tuple[Any, ...], Kinds],
+    ) -> None:
+        self.kind_sets = list(kind_sets)
+        self.tallies = tallies.rows
+        self.live = live
+
+    @classmethod
+    def nobody(cls, kind_sets: Sequence[KindSet]) -> WindowPeople:
+        """No sketches: every key's users unknown."""
+        return cls(kind_sets, Tallies({}, 0), {})
+
+    def users(self, key: tuple[Any, ...], kinds: KindSet) -> int | None:
+        """As :func:`users`: None when the key had no sketch of any kind, 0 when none of
+        ``kinds``; ``kinds`` is one of the kind sets asked for."""
+        kept = self.tallies.get(key)
+        live = self.live.get(key)
+        if kept is None and (live is None or live.count(None) == len(live)):
+            return None
+        base = kept[self.kind_sets.index(kinds)] if kept is not None else None
+        more = union(live, kinds) if live is not None else None
+        if base is None:
+            return 0 if more is None else more.people()
+        return base.people_with(more)
+
+
+def window_people(
+    conn: sqlite3.Connection,
+    span: Span,
+    rolled: int,
+    *,
+    kind_sets: Sequence[KindSet],
+    select: str,
+    where: str,
+    sources: Sequence[int] | None = None,
+    now: float | None = None,
+) -> WindowPeople:
+    """The people of the sketches of ``span`` (``select``: ``<key column>, kind, registers``
+    as :func:`~.sql.usage_statements` reads them), per key and kind set, the tallies of its
+    rolled-up buckets kept between answers (:func:`~.kept.rolled_part`); inside the caller's
+    :func:`~.connection.snapshot` (``rolled``)."""
+
+    def statements(part: Span, rolled_in: int) -> list[str]:
+        return usage_statements(
+            part, rolled_in, select=select, sources=sources, where=where, tables=SKETCH_TABLES
+        )
+
+    def read(onto: Tallies | None, statements: list[str]) -> Tallies:
+        return tallied(gather(conn, statements), kind_sets, onto)
+
+    question = ("people", tuple(kind_sets), select, where, _ids(sources))
+    tallies, unrolled = rolled_part(
+        conn,
+        span,
+        rolled,
+        question=question,
+        statements=statements,
+        read=read,
+        size=lambda tallies: tallies.size,
+        now=now,
+    )
+    return WindowPeople(kind_sets, tallies, gather(conn, unrolled))
+
+
+def _ids(sources: Sequence[int] | None) -> tuple[int, ...] | None:
+    return tuple(sources) if sources is not None else None
 
 
 def library_users(
@@ -100,21 +222,20 @@ def library_users(
     read of the sketch tables, none of the usage tables (``/metrics``' users gauge)."""
     with snapshot(conn) as rolled:
         counted = answered_span(conn, start, end, now)
-        found = gather(
+        found = window_people(
             conn,
-            usage_statements(
-                counted,
-                rolled,
-                select="lib_id, kind, registers",
-                where=kinds_where(PEOPLE),
-                tables=SKETCH_TABLES,
-            ),
+            counted,
+            rolled,
+            kind_sets=(PEOPLE,),
+            select="lib_id, kind, registers",
+            where=kinds_where(PEOPLE),
+            now=now,
         )
-        names = dict(conn.execute("SELECT id, name FROM libs")) if found else {}
+        names = dict(conn.execute("SELECT id, name FROM libs"))
     counts = {}
-    for (lib_id,), sketches in found.items():
-        name = names.get(lib_id)
-        people = users(sketches, PEOPLE)
+    for key in found.tallies.keys() | found.live.keys():
+        name = names.get(key[0])
+        people = found.users(key, PEOPLE)
         if name is not None and people:
             counts[name] = people
     return counts

@@ -36,8 +36,8 @@ def hide_fields(
     out = dict(row)
     for name in fields:
         value = out.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            out[name] = hide(value, min_count)
+        if type(value) is int and 0 < value < min_count:
+            out[name] = hidden_text(min_count)
     return out
 
 
@@ -101,7 +101,7 @@ def hide_people(
 
 
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value != 0
+    return type(value) is int and value != 0
 
 
 def _shown(value: object) -> int:

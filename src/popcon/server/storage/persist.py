@@ -28,7 +28,7 @@ from popcon.server.storage.rows import (
     Pending,
     SketchKey,
 )
-from popcon.server.storage.schema import LEVEL_COLUMNS, Tier
+from popcon.server.storage.schema import LEVEL_COLUMNS, Tier, renew_rolled_rows
 from popcon.server.storage.sketch import Registers, encode
 
 _SUMS = ", ".join(f"SUM({column})" for column in LEVEL_COLUMNS)
@@ -206,7 +206,10 @@ def _write_tier0(
     ]
     if late_sketches:
         _derive_sketches(conn, tiers, late_sketches)
-    if not (late_usage or late_edges or late_reports or late_programs):
+    late_rows = bool(late_usage or late_edges or late_reports or late_programs)
+    if late_rows or late_sketches:
+        renew_rolled_rows(conn)
+    if not late_rows:
         return False
     for table in ("late_usage", "late_edges", "late_reports", "late_programs"):
         conn.execute(f"DELETE FROM {table}")

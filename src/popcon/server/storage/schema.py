@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -50,6 +51,18 @@ SKETCH_OF_LEVEL = {
 }
 #: How an origin is stored.
 ORIGIN_CODES = {origin: code for code, origin in enumerate((*ORIGINS, UNKNOWN))}
+
+
+#: The ``meta`` key of a random token that changes whenever rows of buckets already rolled up
+#: change (records arriving late, ``popcon forget``): while it stays the same, answers may keep
+#: what they read of those buckets (``popcon.server.query.kept``).
+ROLLED_ROWS = "rolled_rows"
+
+
+def renew_rolled_rows(conn: sqlite3.Connection) -> None:
+    """Mark the rows of buckets already rolled up as changed (inside the caller's
+    transaction)."""
+    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (ROLLED_ROWS, secrets.token_hex(8)))
 
 
 def sketch_code(kind: str, origin: str) -> int:
@@ -328,6 +341,9 @@ def connect_writer(
         conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('rolled_until', ?)",
             (str(int(start) - int(start) % tiers[0].width),),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES (?, ?)", (ROLLED_ROWS, secrets.token_hex(8))
         )
         conn.execute("COMMIT")
     except BaseException:

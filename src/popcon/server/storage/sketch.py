@@ -40,7 +40,13 @@ _ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
 #: original HyperLogLog switches at 2.5 registers per person, where the raw estimate still runs
 #: about 2 % high with 16,384 registers; linear counting stays within 1 % a little further.
 _LINEAR_LIMIT = 3 * REGISTERS
-_INVERSE_POWERS = [2.0**-rank for rank in range(MAX_RANK + 1)]
+#: ``2 ** (MAX_RANK - rank)`` per rank: the estimate's sum over registers, scaled to integers.
+_SCALED = [1 << (MAX_RANK - rank) for rank in range(MAX_RANK + 1)]
+_SCALE = 1 << MAX_RANK
+#: Most registers a :class:`Tally` keeps in a dict (about this many bytes an entry) before a
+#: bytearray of every register is smaller.
+_DICT_ENTRY = 80
+MAX_TALLY_SPARSE = REGISTERS // _DICT_ENTRY
 _BIG_ENDIAN = sys.byteorder == "big"
 #: Every byte's high bit (for the bytewise maximum of two dense sketches as integers).
 _HIGH = int.from_bytes(b"\x80" * REGISTERS, "little")
@@ -123,6 +129,13 @@ class Registers:
         assert self.dense is not None
         self.dense = bytearray(bytewise_max(bytes(self.dense), ranks))
 
+    def pairs(self) -> Iterable[tuple[int, int]]:
+        """``(register, rank)`` of every register set."""
+        if self.sparse is not None:
+            return self.sparse.items()
+        assert self.dense is not None
+        return ((register, rank) for register, rank in enumerate(self.dense) if rank)
+
     def __len__(self) -> int:
         """Registers set."""
         if self.sparse is not None:
@@ -159,14 +172,100 @@ class Registers:
 
 def estimate_of(ranks: Counter[int]) -> float:
     """The estimate from how many registers hold each rank (``ranks[0]``: registers empty)."""
-    zeros = ranks.get(0, 0)
+    total = sum(count << (MAX_RANK - rank) for rank, count in ranks.items())
+    return estimate_from(ranks.get(0, 0), total)
+
+
+def estimate_from(zeros: int, total: int) -> float:
+    """The estimate from the registers empty and ``total``, the sum over every register of
+    ``2 ** (MAX_RANK - rank)`` (an integer, so that sums kept and updated stay exact)."""
     if zeros == REGISTERS:
         return 0.0
-    total = sum(count * _INVERSE_POWERS[rank] for rank, count in ranks.items())
-    raw = _ALPHA * REGISTERS * REGISTERS / total
+    raw = _ALPHA * REGISTERS * REGISTERS * _SCALE / total
     if raw <= _LINEAR_LIMIT and zeros:
         return REGISTERS * math.log(REGISTERS / zeros)
     return raw
+
+
+class Tally:
+    """A sketch kept for answering: its ranks (a dict while few registers are set, else a
+    bytearray) with the sums of its estimate, so that the people of it together with a few
+    more registers are counted without copying it (:meth:`people_with`). Never changed once
+    made; :func:`tally` makes one, :meth:`with_registers` a new one with more."""
+
+    __slots__ = ("ranks", "total", "zeros")
+
+    def __init__(self, ranks: dict[int, int] | bytearray, zeros: int, total: int) -> None:
+        self.ranks = ranks
+        self.zeros = zeros
+        self.total = total
+
+    def people_with(self, more: Registers | None = None) -> int:
+        """The people of this sketch merged with ``more``."""
+        if not more:
+            return round(estimate_from(self.zeros, self.total))
+        zeros, total = _folded(self.ranks, more.pairs(), self.zeros, self.total)
+        return round(estimate_from(zeros, total))
+
+    def with_registers(self, more: Registers) -> Tally:
+        """A new tally of this sketch merged with ``more``."""
+        ranks = self.ranks
+        if isinstance(ranks, dict):
+            merged = Registers()
+            merged.merge_registers(dict(ranks))
+            merged.merge_sketch(more)
+            return tally(merged)
+        zeros, total = _folded(ranks, more.pairs(), self.zeros, self.total)
+        copy = bytearray(ranks)
+        for register, rank in more.pairs():
+            if copy[register] < rank:
+                copy[register] = rank
+        return Tally(copy, zeros, total)
+
+    def size(self) -> int:
+        """Roughly the bytes it holds."""
+        ranks = self.ranks
+        return len(ranks) * _DICT_ENTRY if isinstance(ranks, dict) else REGISTERS
+
+
+def tally(sketch: Registers) -> Tally:
+    """The :class:`Tally` of a sketch (which it may share: leave the sketch unchanged)."""
+    sparse = sketch.sparse
+    if sparse is not None:
+        zeros = REGISTERS - len(sparse)
+        total = (zeros << MAX_RANK) + sum(map(_SCALED.__getitem__, sparse.values()))
+        if len(sparse) <= MAX_TALLY_SPARSE:
+            return Tally(sparse, zeros, total)
+        sketch._densify()
+        assert sketch.dense is not None
+        return Tally(sketch.dense, zeros, total)
+    dense = sketch.dense
+    assert dense is not None
+    zeros = dense.count(0)
+    total, left = 0, REGISTERS
+    for rank in range(MAX_RANK + 1):
+        found = dense.count(rank)
+        total += found << (MAX_RANK - rank)
+        left -= found
+        if not left:
+            break
+    return Tally(dense, zeros, total)
+
+
+def _folded(
+    ranks: dict[int, int] | bytearray, pairs: Iterable[tuple[int, int]], zeros: int, total: int
+) -> tuple[int, int]:
+    """The sums of ``ranks`` merged with ``pairs`` (of distinct registers)."""
+    scaled = _SCALED
+    have: int
+    get = ranks.get if isinstance(ranks, dict) else None
+    for register, rank in pairs:
+        have = get(register, 0) if get is not None else ranks[register]
+        if rank > have:
+            total += scaled[rank] - scaled[have]
+            if not have:
+                zeros -= 1
+    return zeros, total
 
 
 def bytewise_max(a: bytes, b: bytes) -> bytes:

@@ -19,7 +19,7 @@ from typing import Union
 from urllib.parse import quote
 
 from .lock import WriterLock
-from .schema import LEVEL_COLUMNS, SCHEMA_VERSION, schema_version
+from .schema import LEVEL_COLUMNS, SCHEMA_VERSION, renew_rolled_rows, schema_version
 from .sketch import encode, merged
 
 Path_ = Union[str, os.PathLike[str]]
@@ -174,6 +174,7 @@ def forget_environment(conn: sqlite3.Connection, name: str) -> bool:
         conn.execute(f"DELETE FROM usage_by_library WHERE {zero}")
         conn.execute("DROP TABLE temp.gone")
         _rebuild_library_sketches(conn, env_id)
+        renew_rolled_rows(conn)
         for table in ("usage_by_source", "reports", "sketches_by_source", "programs"):
             conn.execute(f"DELETE FROM {table} WHERE source_id IN {sources}", (env_id,))
         for table in ("edges", "inventory", "total_usage", "total_versions", "total_reports"):
@@ -243,6 +244,7 @@ def forget_library(conn: sqlite3.Connection, name: str) -> bool:
         conn.execute("DELETE FROM edges WHERE lib_id = ? OR importer_id = ?", (lib_id, lib_id))
         conn.execute("DELETE FROM inventory WHERE name = ?", (name,))
         conn.execute("DELETE FROM libs WHERE id = ?", (lib_id,))
+        renew_rolled_rows(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
