@@ -19,11 +19,11 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from popcon.server.query.window import Span, holds, utcnow
-from popcon.server.storage.schema import ROLLED_ROWS, read_tiers
+from popcon.server.storage.schema import ROLLED_ROWS, Tier, read_tiers
 
 #: Most bytes (about) of the values kept, for every database together.
 KEPT_BYTES = 128 * 2**20
@@ -103,14 +103,15 @@ def rolled_part(
     :func:`~.connection.snapshot` (``rolled``). ``question`` tells apart what is read of the
     same window (the columns, filters)."""
     now = utcnow() if now is None else now
+    tiers = read_tiers(conn)
     rolled_in = min(max(rolled, span.low), span.high)
-    stamp = _stamp(conn, span, now)
+    stamp = _stamp(conn, tiers[span.tier], span, now)
     key = (stamp, span.tier, span.low, span.high, question)
     kept = KEPT.get(key) if stamp is not None else None
-    if kept is not None and kept.until <= rolled_in and holds(read_tiers(conn)[0], kept.until, now):
+    if kept is not None and kept.until <= rolled_in and holds(tiers[0], kept.until, now):
         value = kept.value
         if kept.until < rolled_in:
-            value = read(value, statements(_finest(conn, span, kept.until, rolled_in), rolled_in))
+            value = read(value, statements(_finest(tiers, span, kept.until, rolled_in), rolled_in))
     else:
         done = statements(span._replace(high=rolled_in), rolled_in) if rolled_in > span.low else []
         value = read(None, done)
@@ -118,21 +119,27 @@ def rolled_part(
         KEPT.put(key, Kept(value, rolled_in, size(value)))
     unrolled = []
     if rolled_in < span.high:
-        unrolled = statements(_finest(conn, span, rolled_in, span.high), rolled_in)
+        unrolled = statements(_finest(tiers, span, rolled_in, span.high), rolled_in)
     return value, unrolled
 
 
-def _finest(conn: sqlite3.Connection, span: Span, low: int, high: int) -> Span:
+def sources_key(sources: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The label sets an answer reads (``sql.source_ids``; None: all), as part of a
+    ``question``."""
+    return tuple(sources) if sources is not None else None
+
+
+def _finest(tiers: Sequence[Tier], span: Span, low: int, high: int) -> Span:
     """The finest tier's buckets ``[low, high)`` (edges of finest buckets) of ``span``."""
-    return Span(0, read_tiers(conn)[0].width, low, high, span.window)
+    return Span(0, tiers[0].width, low, high, span.window)
 
 
-def _stamp(conn: sqlite3.Connection, span: Span, now: float) -> tuple[Any, ...] | None:
+def _stamp(conn: sqlite3.Connection, tier: Tier, span: Span, now: float) -> tuple[Any, ...] | None:
     """What keeps values of this database's rolled-up rows valid: the file, and its
     :data:`~popcon.server.storage.schema.ROLLED_ROWS` token; None where none may be kept (a
-    database in memory, one without the token, a window starting before what its tier still
-    holds)."""
-    if not holds(read_tiers(conn)[span.tier], span.low, now):
+    database in memory, one without the token, a window starting before what its ``tier``
+    still holds)."""
+    if not holds(tier, span.low, now):
         return None
     path = conn.execute("PRAGMA database_list").fetchone()[2]
     token = conn.execute("SELECT value FROM meta WHERE key = ?", (ROLLED_ROWS,)).fetchone()

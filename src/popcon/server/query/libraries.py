@@ -13,7 +13,7 @@ from typing import Any
 from popcon.protocol import DIRECT, PROGRAM, TRANSITIVE, UNKNOWN
 from popcon.server.query.connection import snapshot
 from popcon.server.query.counting import check_level, origin_code, parts, parts_of
-from popcon.server.query.kept import rolled_part
+from popcon.server.query.kept import rolled_part, sources_key
 from popcon.server.query.params import QueryError, ceil_to, floor_to, iso
 from popcon.server.query.people import (
     PEOPLE,
@@ -93,20 +93,21 @@ def libraries(
             conn,
             counted,
             rolled,
-            question=("sums", where, tuple(sources) if sources is not None else None),
+            question=("sums", where, sources_key(sources)),
             statements=statements,
             read=read,
             size=lambda sums: len(sums) * SUMS_BYTES,
             now=now,
         )
         sums = summed(conn, unrolled, kept)
+        with_programs = programs and level is None
         kinds = {None: PEOPLE, DIRECT: (DIRECT,), TRANSITIVE: (TRANSITIVE,)}.get(level, PEOPLE)
-        if programs and level is None:
+        if with_programs:
             kinds = WITH_PROGRAMS
         asked = [kinds]
         if level != TRANSITIVE:
             asked.append((DIRECT,))
-        if programs and level is None:
+        if with_programs:
             asked.append((PROGRAM,))
         kind_sets = list(dict.fromkeys(asked))
         people = WindowPeople.nobody(kind_sets)
@@ -135,7 +136,7 @@ def libraries(
             **counts,
         }
         if programs:
-            row["program_users"] = people.users((lib_id,), (PROGRAM,)) if level is None else None
+            row["program_users"] = people.users((lib_id,), (PROGRAM,)) if with_programs else None
         ranked.append(row)
     ranked.sort(key=by_users)
     return {**counted.window, "step": counted.width, "libraries": ranked}

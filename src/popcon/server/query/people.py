@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Optional, TypeVar
 
 from popcon.protocol import DIRECT, ORIGINS, PROGRAM, TRANSITIVE
 from popcon.server.query.connection import snapshot
-from popcon.server.query.kept import rolled_part
+from popcon.server.query.kept import rolled_part, sources_key
 from popcon.server.query.sql import SKETCH_TABLES, usage_statements
 from popcon.server.query.window import Span, answered_span
 from popcon.server.storage.schema import RAN, SKETCH_KINDS, sketch_code, sketch_kind_of
@@ -196,7 +196,7 @@ def window_people(
     def read(onto: Tallies | None, statements: list[str]) -> Tallies:
         return tallied(gather(conn, statements), kind_sets, onto)
 
-    question = ("people", tuple(kind_sets), select, where, _ids(sources))
+    question = ("people", tuple(kind_sets), select, where, sources_key(sources))
     tallies, unrolled = rolled_part(
         conn,
         span,
@@ -208,10 +208,6 @@ def window_people(
         now=now,
     )
     return WindowPeople(kind_sets, tallies, gather(conn, unrolled))
-
-
-def _ids(sources: Sequence[int] | None) -> tuple[int, ...] | None:
-    return tuple(sources) if sources is not None else None
 
 
 def library_users(
@@ -231,9 +227,10 @@ def library_users(
             where=kinds_where(PEOPLE),
             now=now,
         )
-        names = dict(conn.execute("SELECT id, name FROM libs"))
+        keys = found.tallies.keys() | found.live.keys()
+        names = dict(conn.execute("SELECT id, name FROM libs")) if keys else {}
     counts = {}
-    for key in found.tallies.keys() | found.live.keys():
+    for key in keys:
         name = names.get(key[0])
         people = found.users(key, PEOPLE)
         if name is not None and people:

@@ -36,8 +36,8 @@ def hide_fields(
     out = dict(row)
     for name in fields:
         value = out.get(name)
-        if type(value) is int and 0 < value < min_count:
-            out[name] = hidden_text(min_count)
+        if type(value) is int:
+            out[name] = hide(value, min_count)
     return out
 
 
