@@ -140,3 +140,75 @@ def test_contributions_are_kept_beside_the_secret(recorder, tmp_path: Path, monk
     fresh = _config(renewed, home)
     value = renewed.core.person(fresh, "pandas")
     assert value == expected_person(bytes.fromhex(secret.read_text().strip()), "pandas")
+
+
+def test_a_long_history_is_kept_bounded_and_found_without_the_secret(
+    recorder, tmp_path: Path, monkeypatch
+) -> None:
+    """``contributions`` keeps the latest 4,000 fields (and at most 128 KiB), those used again
+    last; a later process finds any of them in it, reading neither the secret nor the rest."""
+    from recorder_by_path import load_recorder
+
+    home = tmp_path / "home"
+    home.mkdir()
+    config = _config(recorder, home)
+    names = [f"lib-{number:04d}" for number in range(4100)]
+    for name in names:
+        recorder.core.person(config, name)
+    recorder.core._keep_people(config)
+    kept = home / ".config" / "popcon" / "contributions"
+    secret = home / ".config" / "popcon" / "secret"
+    key = bytes.fromhex(secret.read_text().strip())
+    lines = kept.read_bytes().split(b"\n")
+    assert lines[0].startswith(b"popcon-contributions-1 ") and lines[-1] == b""
+    assert len(lines) - 2 == 4000 and kept.stat().st_size <= 1 << 17
+    assert lines[1].split(b" ")[0] == b"lib-0100"  # the oldest 100 went
+
+    later = load_recorder()
+
+    def no_secret_read(*args: object) -> str:
+        raise AssertionError("the secret was read")
+
+    monkeypatch.setattr(later.core, "_read_secret", no_secret_read)
+    monkeypatch.setattr(later.core, "contribution", no_secret_read)
+    again = _config(later, home)
+    for name in ("lib-0100", "lib-2500", "lib-4099"):
+        assert later.core.person(again, name) == expected_person(key, name)
+    monkeypatch.undo()
+    assert later.core.person(again, "lib-0000") == expected_person(key, "lib-0000")  # computed
+    later.core._keep_people(again)
+    names_kept = [line.split(b" ")[0] for line in kept.read_bytes().split(b"\n")[1:-1]]
+    assert len(names_kept) == 4000
+    assert names_kept[-4:] == [b"lib-0100", b"lib-2500", b"lib-4099", b"lib-0000"]
+    assert b"lib-0101" not in names_kept  # the oldest one not used again went
+
+
+@pytest.mark.parametrize("case", ["another secret", "truncated", "old format", "not ascii"])
+def test_contributions_not_of_this_secret_or_cut_short_are_not_used(
+    recorder, tmp_path: Path, case: str
+) -> None:
+    """Fields are taken only from a whole line of contributions whose first line names the
+    secret file as it is now; anything else is computed again from the secret."""
+    from recorder_by_path import load_recorder
+
+    home = tmp_path / "home"
+    home.mkdir()
+    config = _config(recorder, home)
+    recorder.core.person(config, "pandas")
+    recorder.core._keep_people(config)
+    kept = home / ".config" / "popcon" / "contributions"
+    secret = home / ".config" / "popcon" / "secret"
+    right = expected_person(bytes.fromhex(secret.read_text().strip()), "pandas")
+    head, _, _ = kept.read_bytes().partition(b"\n")
+    if case == "another secret":
+        fields = head.split(b" ")
+        fields[2] = b"%d" % (int(fields[2]) + 1)  # another inode
+        kept.write_bytes(b" ".join(fields) + b"\npandas 1:1\n")
+    elif case == "truncated":
+        kept.write_bytes(head + b"\npandas 1:")
+    elif case == "not ascii":
+        kept.write_bytes(head + b"\npandas 1:\xff\n")
+    else:
+        kept.write_bytes(b"\xfb\x02pandas 1:1\n")  # not a contributions file of this recorder
+    later = load_recorder()
+    assert later.core.person(_config(later, home), "pandas") == right

@@ -51,6 +51,7 @@ _ENV, _USER = ORIGINS
 _RANK_BITS = 64 - SKETCH_PRECISION
 
 MAP_FORMAT = 3  # bump when the cached map's layout changes
+CONTRIBUTIONS_FORMAT = b"popcon-contributions-1"  # the first word of ``contributions``
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
 _SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
 
@@ -69,7 +70,8 @@ _frame_kinds = {}  # type: dict[str, Dist]  # module name -> what its frames say
 _console_script = None  # type: tuple[str, bool] | None  # __main__'s file: in a scripts dir?
 _pending = []  # type: list[Record]  # records not sent yet
 _people = None  # type: dict[str, str] | None  # distribution name -> this user's person field
-_secret_identity = None  # type: list[int] | None  # the secret file's, as the cache keeps it
+_kept = b""  # the contributions kept beside the secret, when they are the current secret's
+_kept_head = None  # type: bytes | None  # their first line for the current secret
 _key = None  # type: bytes | None  # the secret once read; b"" when there is none to use
 _people_added = False  # contributions computed that the cache beside the secret lacks
 _seq = 0  # datagrams sent by this process
@@ -880,15 +882,34 @@ def person(config, name):
     global _people, _key, _people_added
     people = _people
     if people is None:
-        people = _people = _cached_people(config.secret)
+        people = _people = {}
+        _read_kept(config.secret)
     value = people.get(name)
     if value is None:
-        if _key is None:
-            _key = _read_secret(config.secret)
-        value = contribution(_key, name) if _key else NO_PERSON
+        value = _kept_field(name)
+        if value is None:
+            if _key is None:
+                _key = _read_secret(config.secret)
+            value = contribution(_key, name) if _key else NO_PERSON
+            _people_added = _people_added or value != NO_PERSON
         people[name] = value
-        _people_added = _people_added or value != NO_PERSON
     return value
+
+
+def _kept_field(name):
+    # type: (str) -> str | None
+    # The field kept for ``name``: its line, found in the kept text as it is, without parsing
+    # the others, so that a long history costs a warm process nothing more.
+    key = b"\n" + name.encode("utf-8") + b" "
+    at = _kept.find(key)
+    if at < 0:
+        return None
+    at += len(key)
+    end = _kept.find(b"\n", at)
+    try:
+        return _kept[at:end].decode("ascii") if end > at else None
+    except UnicodeDecodeError:
+        return None  # not a field this recorder wrote: computed again
 
 
 def contribution(key, name):
@@ -909,42 +930,45 @@ def contribution(key, name):
     return f"{value >> _RANK_BITS}:{rank}"
 
 
-def _cached_people(path):
-    # type: (str | None) -> dict[str, str]
+def _read_kept(path):
+    # type: (str | None) -> None
     # The contributions kept beside the secret, if they are the current secret's (its file's
-    # identity: a new secret, or one whose mode changed, starts over); the secret is made here
-    # when there is none yet. No secret to be had: no person, and nothing more is asked; nor
-    # is a secret that is not the user's own file, or that others may read, one to be had.
-    global _key, _secret_identity
+    # identity in their first line: a new secret, or one whose mode changed, starts over); the
+    # secret is made here when there is none yet. No secret to be had: no person, and nothing
+    # more is asked; nor is a secret that is not the user's own file, or that others may read,
+    # one to be had.
+    global _key, _kept, _kept_head
     if path is None:
         _key = b""
-        return {}
+        return
     try:
         status = os.stat(path)
     except OSError:
         if not sibling("rare").create_secret(path):
             _key = b""
-            return {}
+            return
         try:
             status = os.stat(path)
         except OSError:
             _key = b""
-            return {}
+            return
     uid = getattr(os, "getuid", None)
     if status.st_mode & 0o077 or (uid is not None and status.st_uid != uid()):
         _key = b""
-        return {}
-    _secret_identity = [status.st_dev, status.st_ino, status.st_ctime_ns, status.st_size]
-    import marshal
-
+        return
+    _kept_head = b"%s %d %d %d %d\n" % (
+        CONTRIBUTIONS_FORMAT,
+        status.st_dev,
+        status.st_ino,
+        status.st_ctime_ns,
+        status.st_size,
+    )
     try:
-        cached = marshal.loads(_read_small(os.path.join(os.path.dirname(path), "contributions")))
-    except Exception:
-        return {}
-    if type(cached) is not dict or cached.get("secret") != _secret_identity:
-        return {}
-    people = cached.get("people")
-    return people if type(people) is dict else {}
+        kept = _read_small(os.path.join(os.path.dirname(path), "contributions"))
+    except OSError:
+        return
+    if kept.startswith(_kept_head):
+        _kept = kept
 
 
 def _read_secret(path):
@@ -975,9 +999,9 @@ def _keep_people(config):
     # type: (Config) -> None
     global _people_added
     _people_added = False
-    if config.secret is not None and _secret_identity is not None and _people is not None:
+    if config.secret is not None and _kept_head is not None and _people is not None:
         path = os.path.join(os.path.dirname(config.secret), "contributions")
-        sibling("rare").keep_contributions(path, _secret_identity, _people)
+        sibling("rare").keep_contributions(path, _kept_head, _kept, _people)
 
 
 def chunks(lines, budget):

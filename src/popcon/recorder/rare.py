@@ -128,19 +128,29 @@ def _write_new(path, data):
         os.close(descriptor)
 
 
-def keep_contributions(path, identity, people):
-    # type: (str, list[int], dict[str, str]) -> None
-    """Keep the person fields computed so far beside the secret they come from (mode 0600),
-    with the secret file's identity; at most ``_MAX_KEPT`` of them."""
-    import marshal
-
-    kept = {name: value for name, value in people.items() if value != core.NO_PERSON}
-    if len(kept) > _MAX_KEPT:
-        kept = dict(list(kept.items())[-_MAX_KEPT:])
-    write_atomically(path, marshal.dumps({"secret": identity, "people": kept}), 0o600)
+def keep_contributions(path, head, kept, people):
+    # type: (str, bytes, bytes, dict[str, str]) -> None
+    """Keep the person fields computed so far beside the secret they come from (mode 0600):
+    ``head``, the line naming the secret file's identity, then one line ``<name> <field>``
+    each, the latest ``_MAX_KEPT`` of those ``kept`` before and of ``people``, at most
+    ``_MAX_KEPT_BYTES`` in all."""
+    lines = {}  # type: dict[bytes, bytes]
+    for line in kept.split(b"\n")[1:-1]:
+        lines[line.partition(b" ")[0]] = line
+    for name, field in people.items():
+        if field != core.NO_PERSON:
+            key = name.encode("utf-8")
+            lines.pop(key, None)
+            lines[key] = key + b" " + field.encode("ascii")
+    chosen = list(lines.values())[-_MAX_KEPT:]
+    size = sum(len(line) + 1 for line in chosen)
+    while size > _MAX_KEPT_BYTES:
+        size -= len(chosen.pop(0)) + 1
+    write_atomically(path, head + b"".join(line + b"\n" for line in chosen), 0o600)
 
 
 _MAX_KEPT = 4000  # contributions kept beside a secret (about 25 bytes each)
+_MAX_KEPT_BYTES = 1 << 17  # and bytes: the core reads at most twice as many
 
 
 # --------------------------------------------------------------------------- labels

@@ -20,7 +20,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application as WebApplication
 
 from popcon import __version__
-from popcon.server.receive.receiver import Collector
+from popcon.server.receive.receiver import Collector, collect_garbage_rarely
 from popcon.server.settings import ServeSettings, one_line, os_reason
 from popcon.server.web.api import api_routes
 from popcon.server.web.auth import Route
@@ -83,6 +83,7 @@ async def serve(settings: ServeSettings, *, stop: asyncio.Event | None = None) -
     everything received, close. Raises ``OSError`` naming ``--db`` when rows could not be
     written by then (a full disk, a database locked by another program)."""
     stop = stop or asyncio.Event()
+    collect_garbage_rarely()
     collector = start_collector(settings)
     reader = Reader(settings.db)
     server = None

@@ -107,8 +107,9 @@ def open_store(
 
 class Writer:
     """The one writer: a thread that writes the jobs the receiving side hands it, rolls
-    closed buckets up and sweeps old ones. It only runs SQL; each job is a few statements fed
-    by JSON, so the GIL is free while SQLite works. Calls go one way, from the receiving side:
+    closed buckets up and sweeps old ones. It runs SQL, each job a few statements fed by JSON,
+    so the GIL is free while SQLite works; only the people's sketches a job adds to are merged
+    in Python (read, merged, written back). Calls go one way, from the receiving side:
 
     - ``start()`` takes the database's :class:`~popcon.server.storage.lock.WriterLock`
       (raises :class:`~popcon.server.storage.lock.DatabaseInUse` when another writer holds
