@@ -12,9 +12,8 @@ the pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one 
 the writer gave back is merged into the next one. Calls go one way: the receiver calls the
 writer, never the reverse. All this Python work stays on this thread; the writer thread runs
 SQL, which releases the GIL, and merges the people's sketches (see the Writer), so the two
-rarely convoy on it. The socket has a kernel
-receive timeout (``SO_RCVTIMEO``) so an idle loop still hands over and notices ``stop()``
-without a ``poll`` before every ``recv``.
+rarely convoy on it. The socket has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop
+still hands over and notices ``stop()`` without a ``poll`` before every ``recv``.
 
 The collector's process runs Python's cyclic garbage collector rarely
 (:func:`collect_garbage_rarely`): the records the line caches and pending rows hold are many
