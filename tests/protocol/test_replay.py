@@ -134,7 +134,7 @@ def test_the_memory_of_signatures_is_bounded() -> None:
 def test_the_recorders_signed_datagrams_are_taken_by_a_collector_with_its_key(
     recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = recorder.core.Config({"POPCON_ENV": "lab", "POPCON_KEY": KEY.decode()})
+    config = recorder.core.config_of({"POPCON_ENV": "lab", "POPCON_KEY": KEY.decode()})
     datagrams = recorder.core._use_datagrams(config, ["lib six 1.16.0 direct env -"] * 3)
     decode = make_decoder(key=KEY)
     assert all(isinstance(decode(d), UseReport) for d in datagrams)

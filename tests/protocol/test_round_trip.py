@@ -141,7 +141,7 @@ def test_an_inventory_comes_back_whole_from_its_parts(
 ) -> None:
     preview = tmp_path / "preview"
     settings = {"POPCON_ENV": "lab", "POPCON_LABELS": "hub=x", "POPCON_PREVIEW": str(preview)}
-    config = recorder.core.Config({**settings, **({"POPCON_KEY": key} if key else {})})
+    config = recorder.core.config_of({**settings, **({"POPCON_KEY": key} if key else {})})
     dists = [(f"dist-{i:04d}", f"{i}.0" if i % 9 else UNKNOWN_VERSION) for i in range(count)]
     stamp = tmp_path / "stamps" / "inventory-0123456789ab-0a1b2c3d"
     recorder.rare.send_inventory(config, [("0a1b2c3d", dists[::-1])], "0a1b2c3d", str(stamp))

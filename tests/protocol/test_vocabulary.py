@@ -51,7 +51,7 @@ def test_the_core_spells_the_datagram_and_its_fields_as_the_protocol(recorder) -
 
 @given(key=st.binary(min_size=32, max_size=32), name=NAME_TEXT)
 def test_the_recorders_person_fields_are_the_protocols(copies, key: bytes, name: str) -> None:
-    assert protocol.PERSON_RE.match(copies.core.contribution(key, name))
+    assert protocol.PERSON_RE.match(copies.rare.contribution(key, name))
 
 
 def test_the_rare_parts_spell_labels_inventories_and_statsd_as_the_protocol(recorder) -> None:

@@ -31,7 +31,7 @@ def test_chunks_of_nothing_and_of_a_line_over_budget(recorder) -> None:
 
 
 def _config(recorder, **settings: str):
-    return recorder.core.Config({"POPCON_ENV": "lab", **settings})
+    return recorder.core.config_of({"POPCON_ENV": "lab", **settings})
 
 
 def test_use_datagrams_stay_within_max_datagram_and_number_in_order(recorder) -> None:

@@ -74,7 +74,7 @@ def test_a_given_label_wins_over_the_hash(recorder, monkeypatch) -> None:
     assert core.environment_label({"JUPYTER_IMAGE": "img:2"}) == "img:2"
     assert core.environment_label({"POPCON_ENV": "team analysis"}) == "team analysis"
     assert core.environment_label({"POPCON_ENV": ""}) == blake2b_label("/home/alicewu/venv")
-    assert core.Config({}).header.splitlines()[0] == "env " + blake2b_label("/home/alicewu/venv")
+    assert core.config_of({}).header.splitlines()[0] == "env " + blake2b_label("/home/alicewu/venv")
 
 
 def test_a_long_or_undecodable_prefix_gives_a_short_label(recorder, monkeypatch) -> None:
@@ -94,16 +94,18 @@ def test_without_the_built_in_blake2_hashlib_gives_one(recorder, monkeypatch) ->
 
 
 def test_the_label_loads_no_openssl() -> None:
-    """Computed at the first send of every recording process: the built-in hash, not
-    hashlib (which loads OpenSSL), and the same in a fresh process."""
-    source = str(RECORDER_DIR / "core.py")
+    """Computed at the first send of a recording process (by the core's rarely needed parts):
+    the built-in hash, not hashlib (which loads OpenSSL), and the same in a fresh process."""
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('_popcon_recorder', {source!r})\n"
-        "core = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(core)\n"
+        f"where = {str(RECORDER_DIR)!r} + '/'\n"
+        "for name, file in [('_popcon_recorder', 'core'), ('_popcon_recorder_rare', 'rare')]:\n"
+        "    spec = importlib.util.spec_from_file_location(name, where + file + '.py')\n"
+        "    sys.modules[name] = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(sys.modules[name])\n"
         "sys.prefix = '/home/alicewu/venv'\n"
-        "print(core.environment_label({}), 'hashlib' in sys.modules, '_hashlib' in sys.modules)\n"
+        "label = sys.modules['_popcon_recorder'].environment_label({})\n"
+        "print(label, 'hashlib' in sys.modules, '_hashlib' in sys.modules)\n"
     )
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
@@ -124,10 +126,10 @@ def test_the_label_is_hashed_once_and_then_read_from_the_cache(recorder, monkeyp
     def no_hashing(prefix: str) -> str:
         raise AssertionError("hashed again")
 
-    hashing = core.prefix_label
-    monkeypatch.setattr(core, "prefix_label", no_hashing)
+    hashing = recorder.rare.prefix_label
+    monkeypatch.setattr(recorder.rare, "prefix_label", no_hashing)
     assert core.environment_label({}) == first
     kept.write_text("env:not-a-label")  # a damaged file is not believed
-    monkeypatch.setattr(core, "prefix_label", hashing)
+    monkeypatch.setattr(recorder.rare, "prefix_label", hashing)
     assert core.environment_label({}) == first
     assert kept.read_text() == first

@@ -92,7 +92,7 @@ def test_dist_lines_keep_at_most_max_requires_and_fit_the_budget(recorder) -> No
 def _send(recorder, tmp_path: Path, dists: list[tuple[str, str]]) -> list[str]:
     preview = tmp_path / "preview"
     preview.unlink(missing_ok=True)
-    config = recorder.core.Config({"POPCON_ENV": "lab", "POPCON_PREVIEW": str(preview)})
+    config = recorder.core.config_of({"POPCON_ENV": "lab", "POPCON_PREVIEW": str(preview)})
     stamp = tmp_path / "stamps" / "inventory-0123456789ab-0a1b2c3d"
     recorder.rare.send_inventory(config, [("0a1b2c3d", dists)], "0a1b2c3d", str(stamp))
     datagrams = previewed(preview) if preview.exists() else []

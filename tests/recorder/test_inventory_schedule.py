@@ -21,14 +21,14 @@ def _due(recorder, tmp_path: Path, sent: int, age: float) -> tuple[bool, int]:
     (site / "popcon-cache").mkdir(parents=True, exist_ok=True)
     preview = tmp_path / "preview"
     preview.unlink(missing_ok=True)
-    config = core.Config(
+    config = core.config_of(
         {
             "POPCON_ENV": "lab",
             "POPCON_PREVIEW": str(preview),
             "POPCON_INVENTORY_INTERVAL": str(INTERVAL),
         }
     )
-    core._map = core.ModuleMap([], {}, [("0a1b2c3d", [("six", "1.16.0")])], [(str(site), 0)])
+    core._map = core.module_map([], {}, [("0a1b2c3d", [("six", "1.16.0")])], [(str(site), 0)])
     stamp = Path(core._inventory_stamp(config, core._map, "0a1b2c3d"))
     if sent:
         stamp.write_bytes(b"." * sent)

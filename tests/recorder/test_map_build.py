@@ -12,7 +12,7 @@ import pytest
 
 def _lookup(recorder, site_path: Path, fullname: str):
     module_map = recorder.core.merge_site_maps([(recorder.core.site_map(str(site_path)), "env")])
-    return module_map.lookup(fullname, fullname.partition(".")[0])
+    return recorder.core.dist_of(module_map, fullname, fullname.partition(".")[0])
 
 
 def test_record_lists_packages_modules_and_extensions(recorder, site) -> None:

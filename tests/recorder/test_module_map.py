@@ -25,11 +25,15 @@ def test_lookup_by_top_level_name(recorder) -> None:
             )
         ]
     )
-    assert module_map.lookup("yaml", "yaml") == ("pyyaml", "6.0", ENV)
-    assert module_map.lookup("sklearn.linear_model", "sklearn") == ("scikit-learn", "1.4", ENV)
-    assert module_map.lookup("numpy", "numpy") is None
-    assert not module_map.is_namespace("yaml")
-    assert not module_map.is_namespace("numpy")
+    assert recorder.core.dist_of(module_map, "yaml", "yaml") == ("pyyaml", "6.0", ENV)
+    assert recorder.core.dist_of(module_map, "sklearn.linear_model", "sklearn") == (
+        "scikit-learn",
+        "1.4",
+        ENV,
+    )
+    assert recorder.core.dist_of(module_map, "numpy", "numpy") is None
+    assert not recorder.core.is_namespace(module_map, "yaml")
+    assert not recorder.core.is_namespace(module_map, "numpy")
 
 
 def test_a_shared_namespace_is_looked_up_one_level_deeper(recorder) -> None:
@@ -37,11 +41,15 @@ def test_a_shared_namespace_is_looked_up_one_level_deeper(recorder) -> None:
     dists = [("nsorg-alpha", "1.0"), ("nsorg-beta", "2.0")]
     names = {"nsorg": -1, "nsorg.alpha": 0, "nsorg.beta": 1}
     module_map = recorder.core.merge_site_maps([(_site_map("/s", dists, names), ENV)])
-    assert module_map.is_namespace("nsorg")
-    assert module_map.lookup("nsorg.alpha", "nsorg") == ("nsorg-alpha", "1.0", ENV)
-    assert module_map.lookup("nsorg.beta.deep.er", "nsorg") == ("nsorg-beta", "2.0", ENV)
-    assert module_map.lookup("nsorg", "nsorg") is None
-    assert module_map.lookup("nsorg.gamma", "nsorg") is None
+    assert recorder.core.is_namespace(module_map, "nsorg")
+    assert recorder.core.dist_of(module_map, "nsorg.alpha", "nsorg") == ("nsorg-alpha", "1.0", ENV)
+    assert recorder.core.dist_of(module_map, "nsorg.beta.deep.er", "nsorg") == (
+        "nsorg-beta",
+        "2.0",
+        ENV,
+    )
+    assert recorder.core.dist_of(module_map, "nsorg", "nsorg") is None
+    assert recorder.core.dist_of(module_map, "nsorg.gamma", "nsorg") is None
 
 
 def test_a_namespace_whose_bare_import_has_an_owner(recorder) -> None:
@@ -49,20 +57,20 @@ def test_a_namespace_whose_bare_import_has_an_owner(recorder) -> None:
     dists = [("protobuf", "5.0"), ("googleapis-common-protos", "1.6")]
     names = {"google": -2 - 0, "google.protobuf": 0, "google.api": 1}
     module_map = recorder.core.merge_site_maps([(_site_map("/s", dists, names), ENV)])
-    assert module_map.is_namespace("google")
-    assert module_map.lookup("google", "google") == ("protobuf", "5.0", ENV)
-    assert module_map.lookup("google.api.annotations_pb2", "google") == (
+    assert recorder.core.is_namespace(module_map, "google")
+    assert recorder.core.dist_of(module_map, "google", "google") == ("protobuf", "5.0", ENV)
+    assert recorder.core.dist_of(module_map, "google.api.annotations_pb2", "google") == (
         "googleapis-common-protos", "1.6", ENV)  # fmt: skip
-    assert module_map.lookup("google.type", "google") == ("protobuf", "5.0", ENV)
+    assert recorder.core.dist_of(module_map, "google.type", "google") == ("protobuf", "5.0", ENV)
 
 
 def test_merged_sites_the_first_on_sys_path_wins(recorder) -> None:
     user = _site_map("/user", [("six", "1.17"), ("mine", "0.1")], {"six": 0, "mine": 1}, "11111111")
     env = _site_map("/env", [("six", "1.16"), ("yaml-ish", "1")], {"six": 0, "yamlish": 1})
     module_map = recorder.core.merge_site_maps([(user, USER), (env, ENV)])
-    assert module_map.lookup("six", "six") == ("six", "1.17", USER)
-    assert module_map.lookup("mine", "mine") == ("mine", "0.1", USER)
-    assert module_map.lookup("yamlish", "yamlish") == ("yaml-ish", "1", ENV)
+    assert recorder.core.dist_of(module_map, "six", "six") == ("six", "1.17", USER)
+    assert recorder.core.dist_of(module_map, "mine", "mine") == ("mine", "0.1", USER)
+    assert recorder.core.dist_of(module_map, "yamlish", "yamlish") == ("yaml-ish", "1", ENV)
     assert module_map.inventories == [("0a1b2c3d", [("six", "1.16"), ("yaml-ish", "1")])]
     assert module_map.stamps == [("/env", 1), ("/user", 1)]
 
@@ -73,24 +81,30 @@ def test_merged_namespace_indexes_are_shifted(recorder) -> None:
     second = _site_map("/b", [("other", "1"), ("zope-interface", "6")],
                        {"other": 0, "zope": -2 - 1, "zope.interface": 1})  # fmt: skip
     module_map = recorder.core.merge_site_maps([(first, ENV), (second, ENV)])
-    assert module_map.lookup("zope", "zope") == ("zope-event", "5", ENV)
-    assert module_map.lookup("zope.interface", "zope") == ("zope-interface", "6", ENV)
-    assert module_map.lookup("other", "other") == ("other", "1", ENV)
+    assert recorder.core.dist_of(module_map, "zope", "zope") == ("zope-event", "5", ENV)
+    assert recorder.core.dist_of(module_map, "zope.interface", "zope") == (
+        "zope-interface",
+        "6",
+        ENV,
+    )
+    assert recorder.core.dist_of(module_map, "other", "other") == ("other", "1", ENV)
 
 
 def test_a_bare_namespace_does_not_hide_a_lower_site_s_owner(recorder) -> None:
     higher = _site_map("/a", [("ns-extra", "1")], {"ns": -1, "ns.extra": 0})
     lower = _site_map("/b", [("ns", "2")], {"ns": 0})
     module_map = recorder.core.merge_site_maps([(higher, ENV), (lower, ENV)])
-    assert module_map.lookup("ns", "ns") == ("ns", "2", ENV)
-    assert not module_map.is_namespace("ns")  # a regular package: Python imports that one
-    assert module_map.lookup("ns.extra", "ns") == ("ns", "2", ENV)
+    assert recorder.core.dist_of(module_map, "ns", "ns") == ("ns", "2", ENV)
+    assert not recorder.core.is_namespace(
+        module_map, "ns"
+    )  # a regular package: Python imports that one
+    assert recorder.core.dist_of(module_map, "ns.extra", "ns") == ("ns", "2", ENV)
 
 
 def test_missing_sites_are_skipped(recorder) -> None:
     only = _site_map("/a", [("six", "1")], {"six": 0})
     module_map = recorder.core.merge_site_maps([(None, USER), (only, ENV), (None, ENV)])
-    assert module_map.lookup("six", "six") == ("six", "1", ENV)
+    assert recorder.core.dist_of(module_map, "six", "six") == ("six", "1", ENV)
     assert module_map.stamps == [("/a", 1)]
 
 
@@ -98,9 +112,9 @@ def test_staleness_is_one_stat_per_site(recorder, tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     mtime = os.stat(site).st_mtime_ns
-    module_map = recorder.core.ModuleMap([], {}, [], [(str(site), mtime)])
-    assert not module_map.is_stale()
+    module_map = recorder.core.module_map([], {}, [], [(str(site), mtime)])
+    assert not recorder.core.is_stale(module_map)
     os.utime(site, ns=(mtime, mtime + 1_000_000))
-    assert module_map.is_stale()
-    gone = recorder.core.ModuleMap([], {}, [], [(str(tmp_path / "gone"), mtime)])
-    assert gone.is_stale()
+    assert recorder.core.is_stale(module_map)
+    gone = recorder.core.module_map([], {}, [], [(str(tmp_path / "gone"), mtime)])
+    assert recorder.core.is_stale(gone)

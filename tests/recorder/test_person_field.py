@@ -22,14 +22,14 @@ def _config(recorder, home: Path | None, **settings: str):
     environ = {"POPCON_ENV": "lab", **settings}
     if home is not None:
         environ["HOME"] = str(home)
-    return recorder.core.Config(environ)
+    return recorder.core.config_of(environ)
 
 
 def test_contribution_is_the_documented_hash(recorder) -> None:
     key = bytes(range(32))
     for name in ("pandas", "numpy", "scikit-learn", "jupyterhub", "é-x"):
-        assert recorder.core.contribution(key, name) == expected_person(key, name)
-    assert recorder.core.contribution(key, "pandas") != recorder.core.contribution(
+        assert recorder.rare.contribution(key, name) == expected_person(key, name)
+    assert recorder.rare.contribution(key, "pandas") != recorder.rare.contribution(
         bytes(32), "pandas"
     )
 
@@ -39,7 +39,7 @@ def test_rank_counts_leading_zeros_of_the_low_50_bits(recorder) -> None:
     key = os.urandom(32)
     ranks = set()
     for number in range(3000):
-        register, rank = map(int, recorder.core.contribution(key, f"lib-{number}").split(":"))
+        register, rank = map(int, recorder.rare.contribution(key, f"lib-{number}").split(":"))
         assert 0 <= register < 2**14 and 1 <= rank <= 51
         ranks.add(rank)
     assert {1, 2, 3, 4} <= ranks  # half the hashes have rank 1, a quarter rank 2, ...
@@ -129,8 +129,8 @@ def test_contributions_are_kept_beside_the_secret(recorder, tmp_path: Path, monk
     def no_secret_read(path):
         raise AssertionError("the secret was read")
 
-    monkeypatch.setattr(later.core, "_read_secret", no_secret_read)
-    monkeypatch.setattr(later.core, "contribution", no_secret_read)
+    monkeypatch.setattr(later.rare, "read_secret", no_secret_read)
+    monkeypatch.setattr(later.rare, "contribution", no_secret_read)
     again = _config(later, home)
     assert {name: later.core.person(again, name) for name in sent} == sent
 
@@ -169,8 +169,8 @@ def test_a_long_history_is_kept_bounded_and_found_without_the_secret(
     def no_secret_read(*args: object) -> str:
         raise AssertionError("the secret was read")
 
-    monkeypatch.setattr(later.core, "_read_secret", no_secret_read)
-    monkeypatch.setattr(later.core, "contribution", no_secret_read)
+    monkeypatch.setattr(later.rare, "read_secret", no_secret_read)
+    monkeypatch.setattr(later.rare, "contribution", no_secret_read)
     again = _config(later, home)
     for name in ("lib-0100", "lib-2500", "lib-4099"):
         assert later.core.person(again, name) == expected_person(key, name)

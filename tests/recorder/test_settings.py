@@ -50,7 +50,7 @@ def test_default_collector(recorder) -> None:
     core = recorder.core
     assert core.DEFAULT_COLLECTOR == "udp://127.0.0.1:8137"
     for environ in ({}, {"POPCON_COLLECTOR": ""}):
-        config = core.Config(environ)
+        config = core.config_of(environ)
         assert (config.mode, config.host, config.port) == ("udp", "127.0.0.1", 8137)
 
 
@@ -64,11 +64,11 @@ def test_addresses_need_no_look_up(recorder, host: str, expected: bool) -> None:
 
 
 def test_other_settings(recorder) -> None:
-    config = recorder.core.Config(
+    config = recorder.core.config_of(
         {"POPCON_KEY": "é", "POPCON_DEBUG": "0", "POPCON_INVENTORY_INTERVAL": "soon"}
     )
     assert (config.key, config.debug, config.inventory_interval) == ("é".encode(), False, 3600.0)
-    config = recorder.core.Config({"POPCON_DEBUG": "yes", "POPCON_INVENTORY_INTERVAL": "2.5"})
+    config = recorder.core.config_of({"POPCON_DEBUG": "yes", "POPCON_INVENTORY_INTERVAL": "2.5"})
     assert (config.key, config.debug, config.inventory_interval) == (None, True, 2.5)
 
 

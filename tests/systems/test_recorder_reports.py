@@ -31,7 +31,7 @@ from recorder_testlib import (
     write_dist_info,
 )
 
-from popcon.recorder.core import prefix_label
+from popcon.recorder.rare import prefix_label
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,7 @@ if hook is not None:
     )
 if hook is not None and out["watching"]:
     core = sys.modules.get("_popcon_recorder") or hook.load_beside("_popcon_recorder")
-    config = core.Config(os.environ)
+    config = core.config_of(os.environ)
     out["mode"] = config.mode
     out["collector"] = "%s://%s:%d" % (config.mode, config.host, config.port)
     out["env"] = config.header.split("\n", 1)[0][4:]

@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.machinery import FileFinder, ModuleSpec
 from os import DirEntry
 from types import FrameType, ModuleType
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from _typeshed.importlib import PathEntryFinderProtocol
 
 __all__ = [
+    "Any",
     "Callable",
+    "Config",
     "DirEntry",
     "Dist",
     "FileFinder",
@@ -24,6 +26,7 @@ __all__ = [
     "Iterable",
     "Iterator",
     "Mapping",
+    "ModuleMap",
     "ModuleSpec",
     "ModuleType",
     "PathEntryFinderProtocol",
@@ -51,3 +54,28 @@ class SiteMap(TypedDict):
     dists: list[tuple[str, str]]
     names: dict[str, int]
     inventory_id: str
+
+class ModuleMap:
+    """What ``core.module_map`` makes (a ``types.SimpleNamespace`` at run time)."""
+
+    dists: list[Dist]
+    names: dict[str, int]
+    inventories: list[Inventory]
+    stamps: list[tuple[str, int]]
+
+class Config:
+    """What ``core.config_of`` makes (a ``types.SimpleNamespace`` at run time)."""
+
+    mode: str | None
+    host: str
+    port: int
+    header: str
+    key: bytes | None
+    debug: bool
+    preview: str | None
+    inventory_interval: float
+    secret: str | None
+    address: tuple[str, int] | None
+    socket: socket | None
+    resolving: bool
+    queue: list[bytes]

@@ -10,7 +10,7 @@ What it offers the others: to the hook, ``attach(hook)`` and ``report(fullname, 
 ``map`` and ``rare``, the protocol's terms (``PROTOCOL_VERSION``, ``MAX_DATAGRAM``, ``LEVELS``,
 ``NO_PERSON``, ...), ``chunks``, ``signed``, ``emit``, ``send_queued``, ``path_key``,
 ``is_address``, ``cache_directory``, ``site_cache_files``, ``site_map``, ``sibling``,
-``after_cell``, ``PROG`` and the ``Config`` they are given; to ``popcon status`` and
+``after_cell``, ``PROG`` and the settings (``config_of``) they are given; to ``popcon status`` and
 ``preview``, ``environment_label``, ``ENV_LABEL_VARIABLES`` and ``secret_path``.
 
 The wire format is documented in ``docs/protocol.md``; the behaviour in ``docs/recording.md``.
@@ -48,12 +48,15 @@ _DIRECT, _TRANSITIVE, _UPGRADE, _PROGRAM, _CLAIMED = LEVELS
 FIRST_LEVELS = (_DIRECT, _TRANSITIVE, _PROGRAM)  # of a library's first record in a process
 PROG = "prog"  # the level field of a pending record that is the process's program
 _ENV, _USER = ORIGINS
-_RANK_BITS = 64 - SKETCH_PRECISION
 
 MAP_FORMAT = 3  # bump when the cached map's layout changes
 CONTRIBUTIONS_FORMAT = b"popcon-contributions-1"  # the first word of ``contributions``
 _SCAN_LIMIT = 20000  # namespace entries looked at per user module by the upgrade scan
 _SCAN_THROTTLE_SIZE = 2000  # above this many entries, scans on new imports wait a second
+# The module map and the settings are records of plain attributes, of this type: a class of the
+# core's own costs each recording process about 65,000 instructions to create, as much as 3 KB
+# more of the core's code to load.
+Namespace = type(sys.implementation)  # type: Callable[..., Any]  # types.SimpleNamespace
 
 
 # Per-process state. ``_settled`` is the hook's set of top-level names whose finds need no
@@ -191,7 +194,8 @@ def after_fork_in_child():
     _seq = 0
     del _pending[:]
     if _config is not None:
-        _config = _config.for_child()
+        # the socket is shared with the parent: UDP does not mind
+        _config = Namespace(**{**vars(_config), "resolving": False, "queue": []})
 
 
 def after_cell():
@@ -219,12 +223,12 @@ def on_import(fullname, top):
         return False
     if _map is None:
         _map = _load_map()
-    dist = _map.lookup(fullname, top)
-    if dist is None and _map.is_stale():
+    dist = dist_of(_map, fullname, top)
+    if dist is None and is_stale(_map):
         _map = _load_map()  # pip changed the environment while this process ran
         _frame_kinds.clear()
-        dist = _map.lookup(fullname, top)
-    namespace = _map.is_namespace(top)
+        dist = dist_of(_map, fullname, top)
+    namespace = is_namespace(_map, top)
     if dist is None:
         if not namespace:
             _settled.add(top)
@@ -306,7 +310,7 @@ def _frame_kind(module_globals, name):
     if top in _STDLIB or top in _OWN_MODULES:
         kind = _LOOKED_THROUGH
     else:
-        kind = (_map.lookup(name, top) if _map is not None else None) or _PEOPLE
+        kind = (dist_of(_map, name, top) if _map is not None else None) or _PEOPLE
         if kind is _PEOPLE:
             _user_tops.add(top)  # a module of the user's that no finder reported (pytest's)
     _frame_kinds[name] = kind
@@ -329,7 +333,7 @@ def _main_kind(module_globals):
         top = name.partition(".")[0]
         if top in _STDLIB:
             return _LOOKED_THROUGH
-        dist = _map.lookup(name, top) if _map is not None else None
+        dist = dist_of(_map, name, top) if _map is not None else None
         if dist is None:
             return _PEOPLE
         if _program is None:
@@ -447,7 +451,7 @@ def _scan_user_namespaces(throttle=False):
                 continue
             if type(held) is not str:
                 continue
-            dist = _map.lookup(held, held.partition(".")[0])
+            dist = dist_of(_map, held, held.partition(".")[0])
             if dist is None:
                 continue
             if dist[0] not in _levels:
@@ -465,46 +469,47 @@ def _scan_user_namespaces(throttle=False):
 # --------------------------------------------------------------------------- the module map
 
 
-class ModuleMap:
+def module_map(dists, names, inventories, stamps):
+    # type: (list[Dist], dict[str, int], list[Inventory], list[tuple[str, int]]) -> ModuleMap
     # Top-level (and, under shared namespace packages, second-level) module names mapped to
-    # indexes in ``dists``, a list of ``(canonical name, version, origin)``.
+    # indexes in ``dists``, a list of ``(canonical name, version, origin)``; the inventories
+    # per env site; ``stamps``, ``[(site directory, its st_mtime_ns when mapped)]``.
     #
     # A value >= 0 is a distribution index; -1 marks a namespace shared by several distributions
     # (look one level deeper); -2 - i does the same but says that a bare ``import top`` belongs
     # to distribution i.
+    made = Namespace(dists=dists, names=names, inventories=inventories, stamps=stamps)  # type: ModuleMap
+    return made
 
-    def __init__(self, dists, names, inventories, stamps):
-        # type: (list[Dist], dict[str, int], list[Inventory], list[tuple[str, int]]) -> None
-        self.dists = dists
-        self.names = names
-        self.inventories = inventories  # per env site
-        self.stamps = stamps  # [(site directory, its st_mtime_ns when mapped)]
 
-    def lookup(self, fullname, top):
-        # type: (str, str) -> Dist | None
-        # ``(name, version, origin)`` of the distribution that provides ``fullname``.
-        index = self.names.get(top)
-        if index is not None and index < 0:
-            second = fullname.split(".", 2)
-            deeper = self.names.get(top + "." + second[1]) if len(second) > 1 else None
-            index = deeper if deeper is not None else (-2 - index if index <= -2 else None)
-        return None if index is None else self.dists[index]
+def dist_of(module_map, fullname, top):
+    # type: (ModuleMap, str, str) -> Dist | None
+    # ``(name, version, origin)`` of the distribution that provides ``fullname``.
+    names = module_map.names
+    index = names.get(top)
+    if index is not None and index < 0:
+        second = fullname.split(".", 2)
+        deeper = names.get(top + "." + second[1]) if len(second) > 1 else None
+        index = deeper if deeper is not None else (-2 - index if index <= -2 else None)
+    return None if index is None else module_map.dists[index]
 
-    def is_namespace(self, top):
-        # type: (str) -> bool
-        index = self.names.get(top)
-        return index is not None and index < 0
 
-    def is_stale(self):
-        # type: () -> bool
-        # Has a site directory changed since it was mapped (one stat per directory)?
-        for path, mtime in self.stamps:
-            try:
-                if os.stat(path).st_mtime_ns != mtime:
-                    return True
-            except OSError:
+def is_namespace(module_map, top):
+    # type: (ModuleMap, str) -> bool
+    index = module_map.names.get(top)
+    return index is not None and index < 0
+
+
+def is_stale(module_map):
+    # type: (ModuleMap) -> bool
+    # Has a site directory changed since it was mapped (one stat per directory)?
+    for path, mtime in module_map.stamps:
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
                 return True
-        return False
+        except OSError:
+            return True
+    return False
 
 
 def _site_directories():
@@ -541,7 +546,7 @@ def _load_map():
     try:
         return merge_site_maps([(site_map(p), origin) for p, origin in _site_directories()])
     except Exception:
-        return ModuleMap([], {}, [], [])
+        return module_map([], {}, [], [])
 
 
 def merge_site_maps(site_maps):
@@ -568,7 +573,7 @@ def merge_site_maps(site_maps):
             elif key in names:
                 continue  # a bare namespace does not hide a lower directory's owner
             names[key] = index
-    return ModuleMap(dists, names, inventories, stamps)
+    return module_map(dists, names, inventories, stamps)
 
 
 def cache_directory():
@@ -651,7 +656,7 @@ def sibling(kind):
 
 
 # What names the environment, the first one set (else ``prefix_label``); and every variable
-# Config reads.
+# config_of reads.
 ENV_LABEL_VARIABLES = ("POPCON_ENV", "JUPYTER_IMAGE_SPEC", "JUPYTER_IMAGE")
 _SETTINGS = (
     "POPCON_COLLECTOR",
@@ -668,7 +673,7 @@ _SETTINGS = (
 
 def _settings():
     # type: () -> dict[str, str]
-    # The variables Config reads, as a plain dict. os.environ.get raises and catches a
+    # The variables config_of reads, as a plain dict. os.environ.get raises and catches a
     # KeyError for each absent name, which adds up at every first send; the dict os.environ
     # keeps underneath is read directly where it is there (CPython's os module).
     environ = os.environ
@@ -685,35 +690,32 @@ def _settings():
     return found
 
 
-class Config:
+def config_of(environ):
+    # type: (Mapping[str, str]) -> Config
     # Settings from ``POPCON_*`` variables, read at the first send (see docs/recording.md),
     # and the socket and queue of the process's sending.
-
-    def __init__(self, environ):
-        # type: (Mapping[str, str]) -> None
-        collector = environ.get("POPCON_COLLECTOR") or DEFAULT_COLLECTOR
-        self.mode, self.host, self.port = parse_collector(collector)
-        self.header = _header(environ)
-        self.key = environ.get("POPCON_KEY", "").encode("utf-8") or None
-        self.debug = environ.get("POPCON_DEBUG", "") not in ("", "0")
-        self.preview = environ.get("POPCON_PREVIEW") or None
-        try:
-            self.inventory_interval = float(environ.get("POPCON_INVENTORY_INTERVAL", "3600"))
-        except ValueError:
-            self.inventory_interval = 3600.0
-        self.secret = secret_path(environ)
-        self.address = None  # type: tuple[str, int] | None
-        self.socket = None  # type: socket | None
-        self.resolving = False
-        self.queue = []  # type: list[bytes]
-
-    def for_child(self):
-        # type: () -> Config
-        child = Config.__new__(Config)
-        child.__dict__.update(self.__dict__)
-        child.resolving = False  # the socket is shared with the parent: UDP does not mind
-        child.queue = []
-        return child
+    collector = environ.get("POPCON_COLLECTOR") or DEFAULT_COLLECTOR
+    mode, host, port = parse_collector(collector)
+    try:
+        inventory_interval = float(environ.get("POPCON_INVENTORY_INTERVAL", "3600"))
+    except ValueError:
+        inventory_interval = 3600.0
+    config = Namespace(
+        mode=mode,
+        host=host,
+        port=port,
+        header=_header(environ),
+        key=environ.get("POPCON_KEY", "").encode("utf-8") or None,
+        debug=environ.get("POPCON_DEBUG", "") not in ("", "0"),
+        preview=environ.get("POPCON_PREVIEW") or None,
+        inventory_interval=inventory_interval,
+        secret=secret_path(environ),
+        address=None,
+        socket=None,
+        resolving=False,
+        queue=[],
+    )  # type: Config
+    return config
 
 
 def secret_path(environ):
@@ -756,7 +758,7 @@ def environment_label(environ):
 
 def default_label():
     # type: () -> str
-    # ``prefix_label(sys.prefix)``, kept in a file so that loading the hash module (0.5 M
+    # ``rare.prefix_label(sys.prefix)``, kept in a file so that loading the hash module (0.5 M
     # instructions, more than the rest of a first send) is paid once per environment and
     # user, not by every process: in ``popcon-cache`` beside a site directory (shared by every
     # user, written by the first process that may), else in the user's cache directory.
@@ -775,38 +777,11 @@ def default_label():
             continue
         if len(text) == 16 and text[:4] == "env:" and all(c in _HEX for c in text[4:]):
             return text
-    label = prefix_label(sys.prefix)
-    writable = [path for path in shared if os.access(os.path.dirname(path), os.W_OK)] + own
-    try:
-        write = sibling("rare").write_atomically
-        for path in writable:
-            if write(path, label.encode("ascii")):
-                break
-    except Exception:
-        pass  # not kept: the next process computes it again
-    return label
+    new_label = sibling("rare").keep_default_label(shared, own)  # type: str
+    return new_label
 
 
 _HEX = frozenset("0123456789abcdef")
-
-
-def prefix_label(prefix):
-    # type: (str) -> str
-    # The default label: ``env:`` and 12 hex digits of a BLAKE2b hash of the environment's
-    # prefix as Python spells it (resolving it would cost an lstat per directory). The same
-    # for every user and process of the environment, it names no path and no user
-    # (docs/recording.md#privacy). Not ``path_key``: it is linear in the text's bytes, so a
-    # user name of up to 8 bytes at a known place in the path could be solved for. ``_blake2``
-    # is CPython's own module (0.4 M instructions to load, none once hashlib has loaded it;
-    # kept by builds that drop the other built-in hashes); hashlib would also load OpenSSL.
-    data = os.fsencode(prefix)
-    try:
-        from _blake2 import blake2b
-    except ImportError:  # a build without it: hashlib's sha256, from OpenSSL
-        from hashlib import sha256
-
-        return "env:" + sha256(data).hexdigest()[:12]
-    return "env:" + blake2b(data, digest_size=6).hexdigest()
 
 
 def _header(environ):
@@ -832,7 +807,7 @@ def _flush():
     if not _pending:
         return
     if _config is None:
-        _config = Config(_settings())
+        _config = config_of(_settings())
     config = _config
     records = _pending[:]
     del _pending[:]
@@ -889,8 +864,8 @@ def person(config, name):
         value = _kept_field(name)
         if value is None:
             if _key is None:
-                _key = _read_secret(config.secret)
-            value = contribution(_key, name) if _key else NO_PERSON
+                _key = sibling("rare").read_secret(config.secret)
+            value = sibling("rare").contribution(_key, name) if _key else NO_PERSON
             _people_added = _people_added or value != NO_PERSON
         people[name] = value
     return value
@@ -910,24 +885,6 @@ def _kept_field(name):
         return _kept[at:end].decode("ascii") if end > at else None
     except UnicodeDecodeError:
         return None  # not a field this recorder wrote: computed again
-
-
-def contribution(key, name):
-    # type: (bytes, str) -> str
-    # ``<register>:<rank>`` (docs/protocol.md): the first 8 bytes of BLAKE2b(key, name), its
-    # high SKETCH_PRECISION bits the register, the rank one more than the leading zeros of the
-    # rest. NO_PERSON on a build without BLAKE2b.
-    try:
-        from _blake2 import blake2b
-    except ImportError:
-        try:
-            from hashlib import blake2b
-        except ImportError:
-            return NO_PERSON
-    digest = blake2b(name.encode("utf-8"), digest_size=8, key=key).digest()
-    value = int.from_bytes(digest, "big")
-    rank = _RANK_BITS + 1 - (value & ((1 << _RANK_BITS) - 1)).bit_length()
-    return f"{value >> _RANK_BITS}:{rank}"
 
 
 def _read_kept(path):
@@ -969,20 +926,6 @@ def _read_kept(path):
         return
     if kept.startswith(_kept_head):
         _kept = kept
-
-
-def _read_secret(path):
-    # type: (str | None) -> bytes
-    # The user's secret: 64 lower-case hex digits (and a newline); b"" when unusable.
-    if path is None:
-        return b""
-    try:
-        text = _read_small(path).decode("ascii").strip()
-    except (OSError, UnicodeError):
-        return b""
-    if len(text) != 64 or not all(c in _HEX for c in text):
-        return b""
-    return bytes.fromhex(text)
 
 
 def _read_small(path):

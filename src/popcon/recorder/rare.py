@@ -1,16 +1,17 @@
 """The recorder's rarely needed parts, loaded only by a process that needs one of them.
 
 statsd lines, signed datagrams, the hourly inventory, host-name resolution, ``popcon preview``
-and ``POPCON_DEBUG`` output, files written atomically, the user's secret and the contributions
-kept beside it, the IPython hook, and the standard library's names on Python 3.9. Every
-process that imports a library loads the core (``core.py``); keeping these out of it keeps that
-load short. ``popcon enable`` copies this file into site-packages as
-``_popcon_recorder_rare.py``. Standard library only; it uses the core's public names only,
-and like the core, keeps its types in comments.
+and ``POPCON_DEBUG`` output, files written atomically, the environment's default label, the
+user's secret, the person fields computed from it and kept beside it, the IPython hook, and
+the standard library's names on Python 3.9. Every process that imports a library loads the
+core (``core.py``); keeping these out of it keeps that load short. ``popcon enable`` copies
+this file into site-packages as ``_popcon_recorder_rare.py``. Standard library only; it uses
+the core's public names only, and like the core, keeps its types in comments.
 
 What it offers the others: to the core, ``parse_labels``, ``sign``, ``time_line``,
 ``statsd_datagrams``, ``send_inventory``, ``show``, ``resolve``, ``await_resolution``,
-``create_secret``, ``keep_contributions``, ``hook_ipython`` and
+``keep_default_label``, ``create_secret``, ``read_secret``, ``contribution``,
+``keep_contributions``, ``hook_ipython`` and
 ``standard_library_names_before_3_10``; to ``map``, ``write_atomically``;
 to ``popcon status``, ``parse_labels``; and the protocol's terms that only these parts use
 (``MAX_LABELS``, ...).
@@ -86,6 +87,39 @@ def write_atomically(path, data, mode=0o666):
         return False
 
 
+def prefix_label(prefix):
+    # type: (str) -> str
+    """The default label: ``env:`` and 12 hex digits of a BLAKE2b hash of the environment's
+    prefix as Python spells it (resolving it would cost an lstat per directory). The same
+    for every user and process of the environment, it names no path and no user
+    (docs/recording.md#privacy). Not ``core.path_key``: it is linear in the text's bytes, so a
+    user name of up to 8 bytes at a known place in the path could be solved for. ``_blake2``
+    is CPython's own module (0.4 M instructions to load, none once hashlib has loaded it;
+    kept by builds that drop the other built-in hashes); hashlib would also load OpenSSL."""
+    data = os.fsencode(prefix)
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # a build without it: hashlib's sha256, from OpenSSL
+        from hashlib import sha256
+
+        return "env:" + sha256(data).hexdigest()[:12]
+    return "env:" + blake2b(data, digest_size=6).hexdigest()
+
+
+def keep_default_label(shared, own):
+    # type: (list[str], list[str]) -> str
+    """``prefix_label(sys.prefix)``, kept for later processes (``core.default_label``) in the
+    first file it can write: of ``shared`` (beside site directories) where this user may write
+    there, else of ``own`` (the user's cache directory). Not kept: the next process computes
+    it again."""
+    label = prefix_label(sys.prefix)
+    writable = [path for path in shared if os.access(os.path.dirname(path), os.W_OK)] + own
+    for path in writable:
+        if write_atomically(path, label.encode("ascii")):
+            break
+    return label
+
+
 # --------------------------------------------------------------------------- the user's secret
 
 
@@ -117,6 +151,40 @@ def create_secret(path):
         except OSError:
             pass
     return os.path.isfile(path)
+
+
+def read_secret(path):
+    # type: (str | None) -> bytes
+    """The user's secret: 64 lower-case hex digits (and a newline); b"" when unusable."""
+    if path is None:
+        return b""
+    try:
+        with open(path, "rb") as stream:
+            text = stream.read(1 << 10).decode("ascii").strip()
+    except (OSError, UnicodeError):
+        return b""
+    if len(text) != 64 or text.strip("0123456789abcdef"):
+        return b""
+    return bytes.fromhex(text)
+
+
+def contribution(key, name):
+    # type: (bytes, str) -> str
+    """``<register>:<rank>`` (docs/protocol.md): the first 8 bytes of BLAKE2b(key, name), its
+    high ``core.SKETCH_PRECISION`` bits the register, the rank one more than the leading zeros
+    of the rest. ``core.NO_PERSON`` on a build without BLAKE2b."""
+    try:
+        from _blake2 import blake2b
+    except ImportError:
+        try:
+            from hashlib import blake2b
+        except ImportError:
+            return core.NO_PERSON
+    digest = blake2b(name.encode("utf-8"), digest_size=8, key=key).digest()
+    value = int.from_bytes(digest, "big")
+    rest = 64 - core.SKETCH_PRECISION
+    rank = rest + 1 - (value & ((1 << rest) - 1)).bit_length()
+    return f"{value >> rest}:{rank}"
 
 
 def _write_new(path, data):
@@ -241,7 +309,7 @@ def time_line():
 
 
 def send_inventory(config, inventories, inventory_id, stamp, sent=0):
-    # type: (core.Config, list[Inventory], str, str, int) -> None
+    # type: (Config, list[Inventory], str, str, int) -> None
     """Send the environment's installed distributions, each with why it is installed where its
     metadata says (``dist`` lines with ``<requested>`` and ``<requires>``; the plain lines
     when those need more than ``MAX_INVENTORY_PARTS``), and stamp when (the core decided that
@@ -328,7 +396,7 @@ def _remove_other_stamps(stamp):
 
 
 def show(config, datagrams):
-    # type: (core.Config, list[bytes]) -> None
+    # type: (Config, list[bytes]) -> None
     """``popcon preview`` collects the datagrams in a file; ``POPCON_DEBUG`` prints them."""
     if config.preview:
         _write_preview(config.preview, datagrams)
@@ -356,7 +424,7 @@ def _write_preview(path, datagrams):
 
 
 def resolve(config):
-    # type: (core.Config) -> None
+    # type: (Config) -> None
     """The collector is named by a host name: use the address cached on disk by an earlier
     process, else look it up in a short-lived thread, never on the import path."""
     config.address = _cached_address(config.host, config.port)
@@ -370,7 +438,7 @@ def resolve(config):
 
 
 def _resolve_in_background(config):
-    # type: (core.Config) -> None
+    # type: (Config) -> None
     try:
         import _socket
 
@@ -422,7 +490,7 @@ def _store_address(host, address):
 
 
 def await_resolution(config):
-    # type: (core.Config) -> None
+    # type: (Config) -> None
     """At exit, give a look-up under way a moment (bounded) to deliver what is queued."""
     import time
 
