@@ -109,9 +109,9 @@ def prefix_label(prefix):
 def keep_default_label(shared, own):
     # type: (list[str], list[str]) -> str
     """``prefix_label(sys.prefix)``, kept for later processes (``core.default_label``) in the
-    first file it can write: of ``shared`` (beside site directories) where this user may write
-    there, else of ``own`` (the user's cache directory). Not kept: the next process computes
-    it again."""
+    first file that can be written of ``shared`` (beside site directories; those whose
+    directory this user may write to) and then ``own`` (the user's cache directory); where
+    none can, the next process computes it again."""
     label = prefix_label(sys.prefix)
     writable = [path for path in shared if os.access(os.path.dirname(path), os.W_OK)] + own
     for path in writable:
