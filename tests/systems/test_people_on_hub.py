@@ -23,6 +23,7 @@ import re
 import socket
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from faces import (
 from recorder_testlib import UdpListener, clean_environ, popcon_cli
 from repo import artifact
 from timing import wait_until
+from tornado.simple_httpclient import HTTPTimeoutError
 
 pytestmark = pytest.mark.slow
 
@@ -110,53 +112,87 @@ async def _work(hub: Hub, kernels: dict[str, str], job: Path) -> list[dict[str, 
     return [*replies, job_reply]
 
 
-@pytest.fixture(scope="module")
-def worked(tmp_path_factory: pytest.TempPathFactory, enabled_workload_venv) -> Iterator[Worked]:
+#: Hubs started at most, one after the other, for the users' work: jupyter_client chooses a
+#: kernel's ports by binding port 0 and letting it go, and another process (the tests run
+#: beside others) may take one before the kernel binds it; the kernel then dies at its start
+#: ("Address already in use") and its websocket never answers. A second Hub starts afresh.
+HUB_ATTEMPTS = 2
+
+
+@contextmanager
+def _hub_with_servers(
+    tmp_path_factory: pytest.TempPathFactory, venv
+) -> Iterator[tuple[Hub, UdpListener]]:
+    """A Hub whose users' servers run, and the relay its servers send through."""
     tmp: Path = tmp_path_factory.mktemp("people-hub")
     udp_port = free_udp_port()
     relay = UdpListener(forward_to=("127.0.0.1", udp_port))
-    singleuser = enabled_workload_venv.path / "bin" / "jupyterhub-singleuser"
+    singleuser = venv.path / "bin" / "jupyterhub-singleuser"
     try:
         with running_hub(
             tmp,
-            kernel_python=enabled_workload_venv.python,
+            kernel_python=venv.python,
             singleuser=[str(singleuser)],
             spawner_environment={"POPCON_COLLECTOR": relay.url},
             udp_port=udp_port,
         ) as hub:
             hub.start_servers(USERS)
-            kernels = {name: hub.start_kernel(name) for name in USERS}
-            job = hub.home(JOB_USER) / "job.py"
-            job.write_text(JOB)
-            *pandas, ran = in_own_loop(_work(hub, kernels, job), timeout=300)
-            for reply in [*pandas, ran]:
-                assert reply["status"] == "ok", reply
-            assert ran["stdout"].strip() == "ran"
-            preview = popcon_cli(
-                "preview",
-                "--json",
-                "--",
-                enabled_workload_venv.python,
-                job,
-                env=clean_environ(hub.home(JOB_USER)),
-            )
-            assert preview.returncode == 0, preview.stderr
-            worked = Worked(hub, relay, preview.stdout, pandas[0]["stdout"].strip())
-
-            def counted() -> bool:
-                rows = by_name(worked.api("libraries")["libraries"])
-                return (
-                    rows.get("requests", {}).get("processes") == JOB_RUNS
-                    and rows.get("pandas", {}).get("users") == len(USERS)
-                    and rows.get("numpy", {}).get("users") == len(USERS)
-                )
-
-            wait_until(counted, timeout=30, interval=0.5, what="the users' work in popcon")
-            yield worked
+            yield hub, relay
             for name in USERS:
                 hub.stop_server(name)
     finally:
         relay.close()
+
+
+@contextmanager
+def _hub_at_work(
+    tmp_path_factory: pytest.TempPathFactory, venv
+) -> Iterator[tuple[Hub, UdpListener, list[dict[str, Any]]]]:
+    """A Hub whose users did their work, its relay, and the cells' replies (the job user's
+    last)."""
+    for attempt in range(1, HUB_ATTEMPTS + 1):
+        with _hub_with_servers(tmp_path_factory, venv) as (hub, relay):
+            try:
+                kernels = {name: hub.start_kernel(name) for name in USERS}
+                job = hub.home(JOB_USER) / "job.py"
+                job.write_text(JOB)
+                replies = in_own_loop(_work(hub, kernels, job), timeout=300)
+            except HTTPTimeoutError:
+                if attempt == HUB_ATTEMPTS:
+                    raise
+                continue  # a kernel died at its start: see HUB_ATTEMPTS
+            yield hub, relay, replies
+            return
+
+
+@pytest.fixture(scope="module")
+def worked(tmp_path_factory: pytest.TempPathFactory, enabled_workload_venv) -> Iterator[Worked]:
+    with _hub_at_work(tmp_path_factory, enabled_workload_venv) as (hub, relay, replies):
+        *pandas, ran = replies
+        for reply in replies:
+            assert reply["status"] == "ok", reply
+        assert ran["stdout"].strip() == "ran"
+        preview = popcon_cli(
+            "preview",
+            "--json",
+            "--",
+            enabled_workload_venv.python,
+            hub.home(JOB_USER) / "job.py",
+            env=clean_environ(hub.home(JOB_USER)),
+        )
+        assert preview.returncode == 0, preview.stderr
+        worked = Worked(hub, relay, preview.stdout, pandas[0]["stdout"].strip())
+
+        def counted() -> bool:
+            rows = by_name(worked.api("libraries")["libraries"])
+            return (
+                rows.get("requests", {}).get("processes") == JOB_RUNS
+                and rows.get("pandas", {}).get("users") == len(USERS)
+                and rows.get("numpy", {}).get("users") == len(USERS)
+            )
+
+        wait_until(counted, timeout=30, interval=0.5, what="the users' work in popcon")
+        yield worked
 
 
 def test_the_default_answer_counts_people_and_their_code(worked):
