@@ -20,6 +20,11 @@ dedupe). With ``--protocol-1``, the repeating mix's processes are also sent as `
 (no person, no program), what recorders sent before people were counted: the cost of
 people, in the same run. Everything runs with the garbage collection thresholds ``popcon serve``
 sets (``collect_garbage_rarely``); the paced part runs again with Python's own, the baseline.
+
+Last, each mix goes through the same code without a socket, in this thread (``aggregate`` per
+interval of 4,096 datagrams, ``Ingestor.add``, one job per 20,000 datagrams: a second at
+20,000/s, handed to a real ``Writer``): the CPU per datagram of the receiving side and of the
+writer, which the loaded runs above cannot tell apart and which moves far less between runs.
 """
 
 from __future__ import annotations
@@ -43,13 +48,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from workload import Workload, zipf_weights
 
 from popcon.protocol import PROTOCOL_VERSION, USE
+from popcon.protocol.decode import make_decoder
 from popcon.server import Collector
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.totals import datagram_totals, report_totals
-from popcon.server.receive.receiver import GC_THRESHOLDS, collect_garbage_rarely
+from popcon.server.receive.ingest import Ingestor, aggregate
+from popcon.server.receive.receiver import (
+    GC_THRESHOLDS,
+    MAX_INTERVAL_DATAGRAMS,
+    collect_garbage_rarely,
+)
+from popcon.server.storage.writer import Writer
 
 #: Python's own garbage collection thresholds, the paced run's baseline.
 PYTHON_GC = (700, 10, 10)
+#: Datagrams per job in the run without a socket: one second's at 20,000/s.
+JOB_DATAGRAMS = 20_000
 
 
 def repeating_mix(
@@ -243,6 +257,34 @@ def paced_run(rate: float, seconds: float, db: Path) -> dict:
     }
 
 
+def stages_run(datagrams: list[bytes], db: Path) -> dict:
+    """The receiving side's code and the writer's on ``datagrams``, without a socket: CPU
+    seconds of each (the writer's measured while this thread waits for it)."""
+    writer = Writer(db)
+    writer.start()
+    try:
+        decode = make_decoder()
+        ingestor = Ingestor(writer.catalog, writer.settings)
+        width = writer.bucket_width
+        receiving = writing = 0.0
+        for start in range(0, len(datagrams), JOB_DATAGRAMS):
+            cpu0 = time.process_time()
+            end = min(start + JOB_DATAGRAMS, len(datagrams))
+            for at in range(start, end, MAX_INTERVAL_DATAGRAMS):
+                now = time.time()
+                interval = datagrams[at : min(at + MAX_INTERVAL_DATAGRAMS, end)]
+                ingestor.add(*aggregate(interval, decode, int(now) - int(now) % width), now)
+            job = ingestor.take_job()
+            cpu1 = time.process_time()
+            if job is not None and not (writer.submit(job, timeout=30) and writer.flush(30)):
+                raise RuntimeError("the writer did not take a job")
+            receiving += cpu1 - cpu0
+            writing += time.process_time() - cpu1
+    finally:
+        writer.stop()
+    return {"receiving": receiving, "writing": writing}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
@@ -309,6 +351,18 @@ def main(argv: list[str] | None = None) -> int:
             "CPU at 20,000/s with popcon serve's garbage collection: "
             f"{shares['popcon serve'] / shares['Python']:.2f}x Python's default"
         )
+        print(f"without a socket, one job per {JOB_DATAGRAMS:,} datagrams (median of {repeat}):")
+        for name, datagrams in mixes.items():
+            runs = [
+                stages_run(datagrams, Path(tmp) / f"stages-{name}-{i}.sqlite")
+                for i in range(repeat)
+            ]
+            receiving = statistics.median(r["receiving"] for r in runs) / len(datagrams) * 1e6
+            writing = statistics.median(r["writing"] for r in runs) / len(datagrams) * 1e6
+            print(
+                f"  {name + ':':21s}receiving side {receiving:5.2f} µs + writer {writing:5.2f} µs "
+                f"per datagram = {1e6 / (receiving + writing):>9,.0f}/CPU-s before recv"
+            )
     return 0
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from workload import Workload
 
-from popcon.protocol import DIRECT, ORIGINS, PROTOCOL_VERSION, USE
+from popcon.protocol import DIRECT, ORIGINS, PROTOCOL_VERSION, SKETCH_PRECISION, USE
 from popcon.server import Collector
 from popcon.server.query.connection import connect_readonly
 from popcon.server.query.totals import datagram_totals
@@ -41,14 +41,19 @@ def rss_mib(field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def junk_person(n: int) -> str:
+    """A valid person field that differs from one junk record to the next."""
+    return f"{n * 7919 % (1 << SKETCH_PRECISION)}:{1 + n % 20}"
+
+
 def junk_library_datagrams(first: int, count: int) -> list[bytes]:
     """``count // 10`` datagrams naming ``junk-<n>`` from ``first``, ten per datagram, in 10
-    environments."""
+    environments, each record with a person field of its own."""
     out = []
     for start in range(first, first + count, JUNK_PER_DATAGRAM):
         env = f"img{start // JUNK_PER_DATAGRAM % 10}"
         libs = "".join(
-            f"lib junk-{n:07d} 0.{n % 97} {DIRECT} {ORIGINS[0]}\n"
+            f"lib junk-{n:07d} 0.{n % 97} {DIRECT} {ORIGINS[0]} {junk_person(n)}\n"
             for n in range(start, min(start + JUNK_PER_DATAGRAM, first + count))
         )
         out.append(f"{PROTOCOL_VERSION} {USE} 0\nenv {env}\npy 3.11\n{libs}".encode())
@@ -58,7 +63,7 @@ def junk_library_datagrams(first: int, count: int) -> list[bytes]:
 def junk_env_datagrams(count: int) -> list[bytes]:
     return [
         f"{PROTOCOL_VERSION} {USE} 0\nenv junk-env-{n}\npy 3.11\n"
-        f"lib numpy 1.26.4 {DIRECT} {ORIGINS[0]}\n".encode()
+        f"lib numpy 1.26.4 {DIRECT} {ORIGINS[0]} {junk_person(n)}\n".encode()
         for n in range(count)
     ]
 

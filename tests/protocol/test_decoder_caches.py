@@ -3,6 +3,8 @@ answer from a decoder that has seen nothing before."""
 
 from __future__ import annotations
 
+from datagrams import sign
+
 from popcon.protocol.decode import _Cache, make_decoder
 from popcon.protocol.records import InventoryPart, UseReport
 
@@ -34,6 +36,27 @@ def test_no_cache_grows_past_its_bound_under_junk() -> None:
     assert len(caches) == 9
     for cache in caches:
         assert len(cache.parsed) <= cache.limit and len(cache.rejected) <= cache.rejected_limit
+    assert 0 < len(decoding.use_datagrams) <= decoding.use_datagram_limit == 50
+
+
+def test_only_unsigned_use_datagrams_are_kept_whole() -> None:
+    """A signed datagram must meet the replay check each time it comes, so it is never kept;
+    nor is what is rejected, an inventory part or a statsd datagram."""
+    key = b"k" * 32
+    unsigned = b"popcon/2 use 0\nenv e\npy 3.11\nlib six 1.0 direct env 7:2\n"
+    signed = sign(unsigned, key)
+    decode = make_decoder()
+    first = decode(unsigned)
+    assert isinstance(first, UseReport)
+    assert decode(unsigned) is first
+    assert decode(signed) == first  # without a key, accepted and not kept
+    for data in _junk(1)[1:3] + _junk(1)[7:]:
+        decode(data)
+    assert list(decode.__self__.use_datagrams) == [unsigned]
+    keyed = make_decoder(key)
+    assert keyed(signed) == first
+    assert keyed(signed) == "replay"
+    assert not keyed.__self__.use_datagrams
 
 
 def test_cached_answers_are_the_answers_of_a_fresh_decoder() -> None:

@@ -7,9 +7,10 @@ str`` (:mod:`popcon.protocol.records`): a typed record, or the reason (one of
 input (``fuzz/fuzz_decode.py`` checks that).
 
 The receiver calls it up to a few hundred thousand times a second, so the hot path is tuned:
-header, ``lib`` and ``dist`` lines repeat across processes (a ``popcon/2`` line with its person
-field repeats for every process of that person), so each distinct line (and record block) is
-validated once by the parsers of :mod:`popcon.protocol.lines` and its parsed form
+whole ``use`` datagrams repeat (the same person running the same program again), and so do
+header, ``lib`` and ``dist`` lines across processes (a ``popcon/2`` line with its person field
+repeats for every process of that person), so each distinct unsigned datagram, line and record
+block is validated once by the parsers of :mod:`popcon.protocol.lines` and its decoded form
 kept in a bounded :class:`_Cache` (the older half dropped when full, so junk cannot grow it).
 Settings, caches and the signature check are bound once, when the decoder is made
 (:class:`_Decoding`).
@@ -74,9 +75,9 @@ from popcon.protocol.replays import REPLAY_MEMORY, Replays
 #: The environment label given to statsd lines, which carry none.
 DEFAULT_STATSD_ENV = "statsd"
 #: Entries kept per line cache (``lib``/``dist``/statsd lines, and a quarter as many rejected
-#: lines); when full, the older half is dropped. Whole record blocks and headers are cached
-#: too, in caches a half and a tenth that size. Bounded by entries: about 50 MiB in all when
-#: every cache is full of the longest lines.
+#: lines); when full, the older half is dropped. Whole unsigned ``use`` datagrams and record
+#: blocks are cached too, in caches half that size, and headers in one a tenth of it. Bounded
+#: by entries: about 65 MiB in all when every cache is full of the longest lines.
 CACHE_SIZE = 20_000
 
 #: What :func:`make_decoder` returns.
@@ -127,15 +128,16 @@ _IMPORTER_LEVEL_SET = frozenset(IMPORTER_LEVELS)
 # -- the decoder -------------------------------------------------------------------------------
 
 _Parsed = TypeVar("_Parsed")
+_Key = TypeVar("_Key")
 _Value = TypeVar("_Value")
 
 
-def _put(entries: dict[str, _Value], text: str, value: _Value, limit: int) -> None:
-    """``entries[text] = value``; when ``entries`` is full, its older half (by insertion) goes."""
+def _put(entries: dict[_Key, _Value], key: _Key, value: _Value, limit: int) -> None:
+    """``entries[key] = value``; when ``entries`` is full, its older half (by insertion) goes."""
     if len(entries) >= limit:
         for old in list(islice(entries, limit // 2)):
             del entries[old]
-    entries[text] = value
+    entries[key] = value
 
 
 class _Cache(Generic[_Parsed]):
@@ -205,6 +207,8 @@ class _Decoding:
         "statsd_lines",
         "statsd_reports",
         "statsd_start",
+        "use_datagram_limit",
+        "use_datagrams",
     )
 
     def __init__(
@@ -225,6 +229,10 @@ class _Decoding:
         self.statsd_library_used = f"{statsd_prefix}.{STATSD_LIBRARY_USED}."
         self.statsd_reports = f"{statsd_prefix}.{STATSD_REPORTS}"
         self.statsd_env = statsd_env
+        #: Unsigned ``use`` datagrams decoded before (only valid ones), ``use_datagram_limit``
+        #: at most.
+        self.use_datagrams: dict[bytes, UseReport] = {}
+        self.use_datagram_limit = max(2, size // 2)
         self.heads: _Cache[Head] = _Cache(size // 10)
         self.lib_blocks_1: _Cache[Records] = _Cache(size // 4)
         self.lib_blocks_2: _Cache[Records] = _Cache(size // 2)
@@ -238,9 +246,14 @@ class _Decoding:
     def decode(self, data: bytes) -> Decoded:
         """A record, or the reason the datagram is dropped.
 
-        The path of a ``use`` datagram, the one that counts, is written out here whole: its
-        header and its block of ``lib`` lines are each one dictionary look-up when seen before.
+        The path of a ``use`` datagram, the one that counts, is written out here whole: an
+        unsigned one seen before is one dictionary look-up, and the header and the block of
+        records of a new one are each one look-up when seen before.
         """
+        known = self.use_datagrams.get(data)
+        if known is not None:
+            return known
+        received = data
         size = len(data)
         if size > MAX_DATAGRAM:
             return "too_long"
@@ -253,7 +266,8 @@ class _Decoding:
         if data[-1] != 10:  # no final b"\n"
             return "truncated"
         cut = data.rfind(b"\n", 0, size - 1) + 1  # start of the last line
-        if data.startswith(b"sig ", cut):
+        signed = data.startswith(b"sig ", cut)
+        if signed:
             end = self.check_signature(data, cut)
             if isinstance(end, str):
                 return end
@@ -306,7 +320,10 @@ class _Decoding:
                 return new_records
             records = new_records
         # tuple.__new__ skips the Python-level __new__ of the named tuple
-        return tuple.__new__(UseReport, (*head, 1 if seq == "0" else 0, *records))
+        report = tuple.__new__(UseReport, (*head, 1 if seq == "0" else 0, *records))
+        if not signed:  # a signed one must meet the replay check every time
+            _put(self.use_datagrams, received, report, self.use_datagram_limit)
+        return report
 
     def _verify_signature(self, data: bytes, cut: int) -> int | str:
         """With a key: where the text of a signed datagram ends (its ``t`` line), or the reason

@@ -481,8 +481,10 @@ def aggregate(
     decoder drops replays)."""
     seen: dict[bytes, tuple[UseReport, list[int]]] = {}
     uses: Uses = Counter()
+    uses_get = uses.get
     results: Counter[str] = Counter()
     inventories: list[InventoryPart] = []
+    ok = 0
     for data in datagrams:
         entry = seen.get(data)
         if entry is not None:
@@ -493,15 +495,19 @@ def aggregate(
             results[decoded] += 1
         elif isinstance(decoded, InventoryPart):
             inventories.append(decoded)
-            results["ok"] += 1
+            ok += 1
         elif is_signed(data):
-            uses[(bucket, decoded)] += 1
-            results["ok"] += 1
+            key = (bucket, decoded)
+            uses[key] = uses_get(key, 0) + 1
+            ok += 1
         else:
             seen[data] = (decoded, [1])
     for report, (count,) in seen.values():
-        uses[(bucket, report)] += count
-        results["ok"] += count
+        key = (bucket, report)
+        uses[key] = uses_get(key, 0) + count
+        ok += count
+    if ok:
+        results["ok"] += ok
     return uses, inventories, results
 
 

@@ -3,17 +3,18 @@
 
 Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed by the
 datagram's bytes (identical datagrams within an interval are counted, not decoded again;
-signed ones excepted, so the decoder sees and drops every replay), else decode (line caches
-make repeated lines cheap). Every ``handoff_interval`` seconds or
-:data:`MAX_INTERVAL_DATAGRAMS` datagrams (and at each bucket edge) the interval's reports are
-counted into the pending rows (:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps),
-a short pause each that the socket's buffer absorbs; at most every ``commit_interval``
-the pending rows go to the :class:`~popcon.server.storage.writer.Writer` as one job, and a job
-the writer gave back is merged into the next one. Calls go one way: the receiver calls the
-writer, never the reverse. All this Python work stays on this thread; the writer thread runs
-SQL, which releases the GIL, and merges the people's sketches (see the Writer), so the two
-rarely convoy on it. The socket has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop
-still hands over and notices ``stop()`` without a ``poll`` before every ``recv``.
+signed ones excepted, so the decoder sees and drops every replay), else decode (the
+decoder's caches of whole datagrams and of lines make repeats across intervals cheap). Every
+``handoff_interval`` seconds or :data:`MAX_INTERVAL_DATAGRAMS` datagrams (and at each bucket
+edge) the interval's reports are counted into the pending rows
+(:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps), a short pause each that the
+socket's buffer absorbs; at most every ``commit_interval`` the pending rows go to the
+:class:`~popcon.server.storage.writer.Writer` as one job, and a job the writer gave back is
+merged into the next one. Calls go one way: the receiver calls the writer, never the reverse.
+All this Python work stays on this thread; the writer thread runs SQL, which releases the GIL,
+and merges the people's sketches (see the Writer), so the two rarely convoy on it. The socket
+has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop still hands over and notices
+``stop()`` without a ``poll`` before every ``recv``.
 
 The collector's process runs Python's cyclic garbage collector rarely
 (:func:`collect_garbage_rarely`): the records the line caches and pending rows hold are many

@@ -168,6 +168,7 @@ def _write_tier0(
     tiers: Sequence[Tier],
     rolled_until: int,
     use_json: bool,
+    live: LiveSketches,
 ) -> bool:
     """Tier-0 rows; rows of buckets already rolled up also go to the temporary ``late_*``
     tables (emptied first). Returns whether there were any such late rows."""
@@ -194,7 +195,7 @@ def _write_tier0(
         conn.executemany(
             _UPSERT_PROGRAMS.format(table="programs"), [(*k, n) for k, n in job.programs.items()]
         )
-    _write_sketches(conn, job.sketches, use_json)
+    _write_sketches(conn, job.sketches, use_json, live, rolled_until)
     late_usage = [(*k, *v) for k, v in job.usage.items() if k[1] < rolled_until]
     late_edges = [(*k, n) for k, n in job.edges.items() if k[1] < rolled_until]
     late_reports = [(*k, n) for k, n in job.reports.items() if k[1] < rolled_until]
@@ -226,18 +227,65 @@ def _registers(pairs: dict[int, int]) -> Registers:
     return sketch
 
 
+#: Bytes (as :meth:`Registers.size` estimates them) the writer's copy of the live sketches
+#: holds at most; when a job takes it past that, the sketches held longest go until half is
+#: left.
+MAX_LIVE_SKETCH_BYTES = 32 << 20
+
+
+class LiveSketches:
+    """The writer's copy of tier-0 sketches of buckets not rolled up yet, as committed: a job
+    then reads from the database only the sketches this copy lacks, and writes back only those
+    it raised (people seen before in a bucket raise none). Only the one writer changes tier-0
+    sketches while it runs (``popcon forget`` waits for its lock), so the copy stays true as
+    long as every failed transaction empties it (:func:`write_job` does) and the buckets rolled
+    up leave it (:meth:`forget_before`). Bounded by :data:`MAX_LIVE_SKETCH_BYTES`."""
+
+    __slots__ = ("by_key", "held")
+
+    def __init__(self) -> None:
+        self.by_key: dict[SketchKey, Registers] = {}
+        self.held = 0  # bytes, as Registers.size estimates them
+
+    def clear(self) -> None:
+        self.by_key.clear()
+        self.held = 0
+
+    def forget_before(self, bucket: int) -> None:
+        """Leave out the sketches of buckets before ``bucket`` (rolled up)."""
+        for key in [key for key in self.by_key if key[1] < bucket]:
+            self.held -= self.by_key.pop(key).size()
+
+    def make_room(self) -> None:
+        """Past :data:`MAX_LIVE_SKETCH_BYTES`, drop the sketches held longest, down to half."""
+        if self.held <= MAX_LIVE_SKETCH_BYTES:
+            return
+        by_key = self.by_key
+        while self.held > MAX_LIVE_SKETCH_BYTES // 2:
+            self.held -= by_key.pop(next(iter(by_key))).size()
+
+
 def _write_sketches(
-    conn: sqlite3.Connection, sketches: dict[SketchKey, dict[int, int]], use_json: bool
+    conn: sqlite3.Connection,
+    sketches: dict[SketchKey, dict[int, int]],
+    use_json: bool,
+    live: LiveSketches,
+    rolled_until: int,
 ) -> None:
-    """Merge a job's contributions into the tier-0 sketches."""
+    """Merge a job's contributions into the tier-0 sketches: the ones ``live`` lacks are read
+    (and held from then on, unless rolled up already), the ones raised written back."""
     if not sketches:
         return
-    merged = {key: _registers(pairs) for key, pairs in sketches.items()}
-    if use_json:
-        rows = conn.execute(_JSON_SKETCHES, (json.dumps(list(sketches)),)).fetchall()
+    held = live.by_key
+    missing = [key for key in sketches if key not in held]
+    read = {key: Registers() for key in missing}
+    if not missing:
+        rows = []
+    elif use_json:
+        rows = conn.execute(_JSON_SKETCHES, (json.dumps(missing),)).fetchall()
     else:
         rows = []
-        for key in sketches:
+        for key in missing:
             found = conn.execute(
                 "SELECT source_id, bucket, lib_id, version, kind, registers "
                 "FROM sketches_by_source WHERE tier = 0 AND source_id = ? AND bucket = ? "
@@ -247,11 +295,26 @@ def _write_sketches(
             if found is not None:
                 rows.append(found)
     for source_id, bucket, lib_id, version, kind, blob in rows:
-        merged[(source_id, bucket, lib_id, version, kind)].merge(blob)
+        read[(source_id, bucket, lib_id, version, kind)].merge(blob)
+    raised = []
+    for key, pairs in sketches.items():
+        sketch = read.get(key)
+        if sketch is None:
+            sketch = held[key]
+            before = sketch.size()
+            if sketch.raise_ranks(pairs):
+                raised.append((*key, encode(sketch)))
+                live.held += sketch.size() - before
+        else:
+            if sketch.raise_ranks(pairs):
+                raised.append((*key, encode(sketch)))
+            if key[1] >= rolled_until:
+                held[key] = sketch
+                live.held += sketch.size()
     conn.executemany(
-        "INSERT OR REPLACE INTO sketches_by_source VALUES (0, ?, ?, ?, ?, ?, ?)",
-        [(*key, encode(sketch)) for key, sketch in merged.items()],
+        "INSERT OR REPLACE INTO sketches_by_source VALUES (0, ?, ?, ?, ?, ?, ?)", raised
     )
+    live.make_room()
 
 
 def _derive_sketches(
@@ -423,15 +486,19 @@ def write_job(
     rolled_until: int,
     *,
     use_json: bool = True,
+    live: LiveSketches | None = None,
 ) -> None:
-    """Write one job in one transaction; on any error roll back and re-raise (the caller
-    gives the job back, to be merged into the next one). ``use_json``: feed the tier-0 upserts
-    through one JSON array each (:func:`has_json`), else row by row."""
+    """Write one job in one transaction; on any error roll back, empty ``live`` and re-raise
+    (the caller gives the job back, to be merged into the next one). ``use_json``: feed the
+    tier-0 upserts through one JSON array each (:func:`has_json`), else row by row. ``live``:
+    the writer's copy of the live sketches (:class:`LiveSketches`); without it, every sketch
+    the job adds to is read."""
+    live = LiveSketches() if live is None else live
     conn.execute("BEGIN IMMEDIATE")
     try:
         _write_catalog(conn, job)
         _forget_released(conn, job)
-        if _write_tier0(conn, job, tiers, rolled_until, use_json):
+        if _write_tier0(conn, job, tiers, rolled_until, use_json, live):
             _derive(
                 conn,
                 tiers,
@@ -450,6 +517,7 @@ def write_job(
         )
         conn.execute("COMMIT")
     except BaseException:
+        live.clear()  # it may hold what was rolled back
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise

@@ -107,6 +107,33 @@ class Registers:
         if len(sparse) > MAX_SPARSE:
             self._densify()
 
+    def raise_ranks(self, incoming: dict[int, int]) -> bool:
+        """:meth:`merge_registers`, for a few registers into a sketch that may hold them
+        already: whether any register rose."""
+        sparse = self.sparse
+        if sparse is None:
+            dense = self.dense
+            assert dense is not None
+            rose = False
+            for register, rank in incoming.items():
+                if dense[register] < rank:
+                    dense[register] = rank
+                    rose = True
+            return rose
+        have = sparse.get
+        rising = {register: rank for register, rank in incoming.items() if have(register, 0) < rank}
+        if not rising:
+            return False
+        sparse.update(rising)
+        if len(sparse) > MAX_SPARSE:
+            self._densify()
+        return True
+
+    def size(self) -> int:
+        """Roughly the bytes it holds (as :meth:`Tally.size`)."""
+        sparse = self.sparse
+        return REGISTERS if sparse is None else len(sparse) * _DICT_ENTRY
+
     def merge_sketch(self, other: Registers) -> None:
         if other.sparse is not None:
             self.merge_registers(dict(other.sparse))
@@ -285,7 +312,7 @@ def encode(sketch: Registers) -> bytes:
         packed = array("H", registers)
         if _BIG_ENDIAN:
             packed.byteswap()
-        return SPARSE + packed.tobytes() + bytes(sketch.sparse[r] for r in registers)
+        return SPARSE + packed.tobytes() + bytes(map(sketch.sparse.__getitem__, registers))
     assert sketch.dense is not None
     return DENSE + bytes(sketch.dense)
 

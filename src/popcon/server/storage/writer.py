@@ -38,6 +38,7 @@ from typing import Callable, Union
 
 from popcon.server.storage.lock import WriterLock
 from popcon.server.storage.persist import (
+    LiveSketches,
     has_json,
     load_catalog,
     read_rolled_until,
@@ -109,7 +110,9 @@ class Writer:
     """The one writer: a thread that writes the jobs the receiving side hands it, rolls
     closed buckets up and sweeps old ones. It runs SQL, each job a few statements fed by JSON,
     so the GIL is free while SQLite works; only the people's sketches a job adds to are merged
-    in Python (read, merged, written back). Calls go one way, from the receiving side:
+    in Python, into the writer's copy of the live buckets' sketches
+    (:class:`~popcon.server.storage.persist.LiveSketches`: read once, written back when
+    raised). Calls go one way, from the receiving side:
 
     - ``start()`` takes the database's :class:`~popcon.server.storage.lock.WriterLock`
       (raises :class:`~popcon.server.storage.lock.DatabaseInUse` when another writer holds
@@ -150,6 +153,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._use_json = True
+        self._live = LiveSketches()
         self._stop_deadline = 0.0
         self._failures = 0
         self._retry_at = 0.0
@@ -174,6 +178,7 @@ class Writer:
             self._lock.release()
             raise
         self._use_json = has_json(conn)
+        self._live = LiveSketches()
         self._conn = conn
         self._in_hand = None
         self._thread = threading.Thread(target=self._run, name="popcon-writer", daemon=True)
@@ -279,6 +284,7 @@ class Writer:
                     self._failed(error, "roll up buckets in")
                 else:
                     rolled_until = closed
+                    self._live.forget_before(closed)
             elif tick >= next_sweep and item is None:
                 next_sweep = tick + SWEEP_INTERVAL
                 try:
@@ -298,7 +304,14 @@ class Writer:
         assert self._conn is not None
         self._in_hand = job
         try:
-            write_job(self._conn, job, self.tiers, rolled_until, use_json=self._use_json)
+            write_job(
+                self._conn,
+                job,
+                self.tiers,
+                rolled_until,
+                use_json=self._use_json,
+                live=self._live,
+            )
         except Exception as error:  # locked, full disk, I/O error: retried later
             self._failed(error, "write to")
             return False
