@@ -11,7 +11,9 @@ whole ``use`` datagrams repeat (the same person running the same program again),
 header, ``lib`` and ``dist`` lines across processes (a ``popcon/2`` line with its person field
 repeats for every process of that person), so each distinct unsigned datagram, line and record
 block is validated once by the parsers of :mod:`popcon.protocol.lines` and its decoded form
-kept in a bounded :class:`_Cache` (the older half dropped when full, so junk cannot grow it).
+kept, bounded by entries (a line's or block's in a :class:`_Cache`, which also keeps what was
+rejected; a whole datagram's only when valid): the older half is dropped when one is full, so
+junk cannot grow them.
 Settings, caches and the signature check are bound once, when the decoder is made
 (:class:`_Decoding`).
 
