@@ -69,7 +69,7 @@ from popcon.server.query.totals import (
     library_version_totals,
     report_totals,
 )
-from popcon.server.receive.ingest import Ingestor, aggregate
+from popcon.server.receive.ingest import Ingestor
 from popcon.server.storage.persist import load_catalog, read_rolled_until, roll_up, write_job
 from popcon.server.storage.schema import StoreSettings, connect_writer
 
@@ -410,7 +410,7 @@ class Run:
         self.examples += 1
         self.clock += 97  # time passes: buckets close
         bucket = self.clock - self.clock % 600
-        self.ingestor.add(*aggregate(batch, self.plain, bucket), now=self.clock)
+        self.ingestor.receive(batch, self.plain, bucket, self.clock)
         if self.examples % 5 == 0:
             job = self.ingestor.take_job()
             if job is not None:

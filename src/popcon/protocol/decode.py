@@ -179,6 +179,14 @@ def is_signed(data: bytes) -> bool:
     return data.startswith(b"sig ", len(data) - SIGNATURE_LINE)
 
 
+def takes_unsigned(decode: Decoder) -> bool:
+    """Whether ``decode`` is a decoder of :func:`make_decoder` without a key: one that takes
+    unsigned ``popcon/2`` datagrams, so that the receiving side may count those it knows by
+    their lines (:mod:`popcon.server.receive.known`)."""
+    decoding = getattr(decode, "__self__", None)
+    return isinstance(decoding, _Decoding) and decoding.key is None
+
+
 def _strip_signature(data: bytes, cut: int) -> int | str:
     """Without a key, a ``sig`` line and the ``t`` line before it are accepted and ignored, if
     well formed: where the datagram's text ends, or the reason it is dropped."""

@@ -1,4 +1,4 @@
-"""Count decoded datagrams into the writer's jobs, applying the caps; no SQL, no threads.
+"""Count datagrams into the writer's jobs, applying the caps; no SQL, no threads.
 
 This runs on the receiving thread: all per-datagram Python work happens there, so the writer
 thread only runs long SQL statements (which release the GIL) and never makes the receiving
@@ -6,11 +6,14 @@ thread wait for the GIL (see ``docs/collector-storage.md``, "threads").
 
 An :class:`Ingestor` holds the receiving side's state: the writer's
 :class:`~popcon.server.storage.rows.Catalog` (ids and caps), the
-:class:`~popcon.server.storage.rows.Pending` rows of the next job and the inventories being
-assembled. :func:`expand_batch` counts a batch into the pending rows (keyed by ids, at the
-finest bucket); a datagram that hits a cap is counted under it, and each cap logs at most one
-line a minute. Tools and tests that write without a receiver count decoded datagrams with
-:func:`job_of` and hand the job to :meth:`Writer.submit
+:class:`~popcon.server.storage.rows.Pending` rows of the next job, the inventories being
+assembled and the known lines (:mod:`~popcon.server.receive.known`). The receiving loop hands
+it each interval's datagrams (:meth:`Ingestor.receive`): those of known lines are counted by
+their lines, the others decoded and aggregated (:func:`aggregate`), and
+:func:`expand_batch` counts the decoded reports into the pending rows (keyed by ids, at the
+finest bucket); a datagram that hits a cap is counted under it, and each cap logs at most
+one line a minute. Tools and tests that write without a receiver count decoded datagrams
+with :func:`job_of` and hand the job to :meth:`Writer.submit
 <popcon.server.storage.writer.Writer.submit>`.
 """
 
@@ -20,17 +23,37 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, cast
 
 from popcon.protocol import ORIGINS, TRANSITIVE
-from popcon.protocol.decode import Decoder, is_signed
-from popcon.protocol.records import Decoded, InventoryPart, LibRecord, ProgRecord, UseReport
+from popcon.protocol.decode import Decoder, is_signed, takes_unsigned
+from popcon.protocol.records import (
+    Decoded,
+    InventoryPart,
+    Labels,
+    LibRecord,
+    Person,
+    ProgRecord,
+    UseReport,
+)
+from popcon.server.receive.known import (
+    USE_START,
+    KnownHead,
+    KnownLines,
+    Place,
+    Record,
+    count_known,
+    split_use,
+)
 from popcon.server.storage.rows import (
     Catalog,
     EdgeKey,
     Installed,
     Limits,
     Pending,
+    ProgramKey,
+    SketchKey,
+    UsageKey,
     merge_pending,
 )
 from popcon.server.storage.schema import (
@@ -67,6 +90,8 @@ CAP_CAUSES = {
 #: Label sets repeat: their stored text is kept for the most recent ones.
 _labels_text = lru_cache(maxsize=10_000)(labels_text)
 
+#: Inventory parts one batch keeps at most; more in one interval are counted as ``overload``.
+MAX_INVENTORY_PARTS_PER_BATCH = 10_000
 #: Distinct reports an :class:`Ingestor` holds for its next job at most; past that they are
 #: counted into its rows at once (so what it holds does not grow with the rate).
 MAX_HELD_REPORTS = 4096
@@ -82,6 +107,10 @@ def _see(pending: Pending, env_id: int, bucket: int, py: str) -> None:
         pending.env_first[env_id] = bucket
 
 
+#: A record or a program (without its person field, see :func:`_counted_as`) counted in one
+#: bucket without a cap → (library id, importer id): ``Catalog.counted``'s memo of an
+#: environment.
+Memo = dict[object, tuple[int, Optional[int]]]
 #: A record's place in a job, once counted in a bucket without a cap: its usage row, the
 #: row's index of its level, its edge (or None) and its person's registers (or None).
 Slot = tuple[list[int], int, Optional[EdgeKey], Optional[dict[int, int]]]
@@ -113,6 +142,35 @@ class Slots:
 MAX_SLOT_SOURCES = 4096
 
 
+def _source(
+    catalog: Catalog, limits: Limits, bucket: int, env: str, labels: Labels, count: int
+) -> tuple[int, int, Memo] | str:
+    """The ids of an environment and label set admitted under the caps, and the records
+    counted in this bucket without a cap (``Catalog.counted``); or the cap either hit."""
+    env_id = catalog.env_id(env, limits, bucket, count)
+    if env_id is None:
+        return "env_cap"
+    source_id = catalog.source_id(env_id, _labels_text(labels), limits, bucket, count)
+    if source_id is None:
+        return "labels_cap"
+    counted = catalog.counted.get(env_id)
+    if counted is not None and counted[0] == bucket:
+        return env_id, source_id, counted[1]
+    memo: Memo = {}
+    catalog.counted[env_id] = (bucket, memo)
+    return env_id, source_id, memo
+
+
+def _seen(
+    pending: Pending, env_id: int, source_id: int, bucket: int, processes: int, py: str
+) -> None:
+    if processes:
+        pending.reports[(source_id, bucket)] += processes
+    _see(pending, env_id, bucket, py)
+    if pending.source_seen.get(source_id, -1) < bucket:
+        pending.source_seen[source_id] = bucket
+
+
 def expand_use(
     pending: Pending,
     catalog: Catalog,
@@ -126,61 +184,183 @@ def expand_use(
     cap their records hit: records over a cap are left out, edges over one too). ``slots``
     (the receiving side's) spare a record counted before in this job and bucket its
     look-ups."""
-    env_id = catalog.env_id(report.env, limits, bucket, count)
-    if env_id is None:
-        return "env_cap"
-    source_id = catalog.source_id(env_id, _labels_text(report.labels), limits, bucket, count)
-    if source_id is None:
-        return "labels_cap"
-    # The records counted in this bucket (no cap to ask again): record without its person →
-    # (lib, importer).
-    counted = catalog.counted.get(env_id)
-    if counted is not None and counted[0] == bucket:
-        memo = counted[1]
-    else:
-        memo = {}
-        catalog.counted[env_id] = (bucket, memo)
+    found = _source(catalog, limits, bucket, report.env, report.labels, count)
+    if isinstance(found, str):
+        return found
+    env_id, source_id, memo = found
     placed = (slots or Slots()).of(pending, memo, source_id)
-    placed_get = placed.get
     result = "ok"
-    edges = pending.edges
-    edges_get = edges.get
     for lib in report.libs:
-        person = lib[5]
-        counted_as = lib if person is None else lib[:5]
-        slot = placed_get(counted_as)
-        if slot is None:
-            made = _place(pending, catalog, limits, bucket, env_id, source_id, memo, lib, count)
-            if isinstance(made, str):
-                if result == "ok":
-                    result = made
-                continue
-            slot, capped = made
-            if capped:
-                if result == "ok":
-                    result = capped
-            elif counted_as in memo:
-                placed[counted_as] = slot
-        row, index, edge, registers = slot
-        row[index] += count
-        if edge is not None:
-            edges[edge] = edges_get(edge, 0) + count
-        if registers is not None and person is not None:
-            register, rank = person
-            if registers.get(register, 0) < rank:
-                registers[register] = rank
-    if report.program is not None:
-        capped = _count_program(
-            pending, catalog, limits, bucket, env_id, source_id, report.program, count
+        capped = _count_lib(
+            pending, catalog, limits, bucket, env_id, source_id, memo, placed, lib, count
         )
         if capped and result == "ok":
             result = capped
-    if report.processes:
-        pending.reports[(source_id, bucket)] += report.processes * count
-    _see(pending, env_id, bucket, report.py)
-    if pending.source_seen.get(source_id, -1) < bucket:
-        pending.source_seen[source_id] = bucket
+    if report.program is not None:
+        capped = _count_program(
+            pending, catalog, limits, bucket, env_id, source_id, memo, report.program, count
+        )
+        if capped and result == "ok":
+            result = capped
+    _seen(pending, env_id, source_id, bucket, report.processes * count, report.py)
     return result
+
+
+def expand_known(
+    pending: Pending, catalog: Catalog, limits: Limits, bucket: int, head: KnownHead, slots: Slots
+) -> Counter[str]:
+    """Add what the datagrams of a known header counted in ``bucket`` since the last call (see
+    :mod:`~popcon.server.receive.known`); returns the datagrams that hit a cap, by cap.
+
+    A record with a place adds its count there, with the person of each line not fresh. Any
+    other record (the bucket's first of it, or its environment was released since) is
+    counted as a decoded one is, asking the caps, and gets its place if it counted without a
+    cap; one left out moves its datagrams (all of the header's at most) from ``ok``, as the
+    first cap of a decoded datagram does."""
+    sums, counts, processes, datagrams = head.take()
+    moved: Counter[str] = Counter()
+    if not datagrams:
+        return moved
+    found = _source(catalog, limits, bucket, head.env, head.labels, datagrams)
+    if isinstance(found, str):
+        moved[found] = datagrams
+        return moved
+    env_id, source_id, memo = found
+    counted = catalog.counted[env_id]
+    places = head.places
+    left = datagrams
+    placed = slots.of(pending, memo, source_id)
+
+    def count_anew(position: int, record: Record, count: int) -> bool:
+        """Count ``record`` as a decoded one; whether it counted without a cap."""
+        nonlocal left
+        if isinstance(record, LibRecord):
+            capped = _count_lib(
+                pending, catalog, limits, bucket, env_id, source_id, memo, placed, record, count
+            )
+        else:
+            capped = _count_program(
+                pending, catalog, limits, bucket, env_id, source_id, memo, record, count
+            )
+        if capped:
+            moved[capped] += min(count, left)
+            left -= min(count, left)
+            return False
+        ids = memo.get(_counted_as(record))
+        if ids is None:
+            return False
+        places[position] = _known_place(record, ids, env_id, source_id, bucket)
+        return True
+
+    if not head.placed_for(counted, source_id):
+        head.rebase(counted, source_id)  # the bucket's first job of it, or ids released
+        places = head.places
+        for position, count in enumerate(sums):
+            if count:
+                count_anew(position, head.records[position], count)
+        sums = [0] * len(places)
+    of_line = head.of_line
+    fresh = head.fresh
+    people: list[tuple[SketchKey, Person]] = []
+    for line, count in counts.items():
+        position, record = of_line[line]
+        place = places[position]
+        if place is None:
+            if count_anew(position, record, count):
+                fresh.add(line)
+            continue
+        sums[position] += count
+        if line not in fresh:
+            fresh.add(line)
+            sketch, person = place[3], record.person
+            if sketch is not None and person is not None:
+                people.append((sketch, person))
+    usage = pending.usage
+    edges = pending.edges
+    programs = pending.programs
+    for place, count in zip(places, sums):
+        if not count or place is None:
+            continue
+        key, index, edge, _sketch = place
+        if index < 0:
+            programs[cast(ProgramKey, key)] += count
+            continue
+        row = usage.get(cast(UsageKey, key))
+        if row is None:
+            row = usage[cast(UsageKey, key)] = [0] * _LEVELS
+        row[index] += count
+        if edge is not None:
+            edges[edge] += count
+    sketches = pending.sketches
+    for sketch, (register, rank) in people:
+        registers = sketches.get(sketch)
+        if registers is None:
+            registers = sketches[sketch] = {}
+        if registers.get(register, 0) < rank:
+            registers[register] = rank
+    _seen(pending, env_id, source_id, bucket, processes, head.py)
+    return moved
+
+
+def _counted_as(record: Record) -> object:
+    """How ``Catalog.counted`` knows a record (or a program): without its person field when
+    it has one, so that a record without one is told apart."""
+    return record if record[-1] is None else record[:-1]
+
+
+def _known_place(
+    record: Record, ids: tuple[int, int | None], env_id: int, source_id: int, bucket: int
+) -> Place:
+    """Where a record counted in ``bucket`` without a cap (its library and importer ids, from
+    the memo) counts."""
+    lib_id, importer_id = ids
+    if isinstance(record, ProgRecord):
+        sketch = None
+        if record.person is not None:
+            sketch = (source_id, bucket, lib_id, record.version, _RAN_CODES[record.origin])
+        return ((source_id, bucket, lib_id, record.version), -1, None, sketch)
+    key = (source_id, bucket, lib_id, ORIGIN_CODES[record.origin], record.version)
+    edge = None if importer_id is None else (lib_id, bucket, env_id, importer_id)
+    sketch = None
+    if record.person is not None:
+        code = _SKETCH_CODES[record.level, record.origin]
+        sketch = (source_id, bucket, lib_id, record.version, code)
+    return (key, _LEVEL_INDEX[record.level], edge, sketch)
+
+
+def _count_lib(
+    pending: Pending,
+    catalog: Catalog,
+    limits: Limits,
+    bucket: int,
+    env_id: int,
+    source_id: int,
+    memo: Memo,
+    placed: dict[object, Slot],
+    lib: LibRecord,
+    count: int,
+) -> str:
+    """Count ``count`` records ``lib``; the cap it hit (``""`` when none)."""
+    person = lib[5]
+    counted_as = lib if person is None else lib[:5]
+    slot = placed.get(counted_as)
+    capped = ""
+    if slot is None:
+        made = _place(pending, catalog, limits, bucket, env_id, source_id, memo, lib, count)
+        if isinstance(made, str):
+            return made
+        slot, capped = made
+        if not capped and counted_as in memo:
+            placed[counted_as] = slot
+    row, index, edge, registers = slot
+    row[index] += count
+    if edge is not None:
+        pending.edges[edge] += count
+    if registers is not None and person is not None:
+        register, rank = person
+        if registers.get(register, 0) < rank:
+            registers[register] = rank
+    return capped
 
 
 def _place(
@@ -190,7 +370,7 @@ def _place(
     bucket: int,
     env_id: int,
     source_id: int,
-    memo: dict[object, tuple[int, int | None]],
+    memo: Memo,
     lib: LibRecord,
     count: int,
 ) -> tuple[Slot, str] | str:
@@ -268,16 +448,24 @@ def _count_program(
     bucket: int,
     env_id: int,
     source_id: int,
+    memo: Memo,
     program: ProgRecord,
     count: int,
 ) -> str:
     """Count ``count`` processes that ran ``program`` (and its person); the cap it hit, or
-    ``""``."""
-    prog_id = catalog.lib_id(catalog.env_libs[env_id], program.name, limits, bucket)
-    if prog_id is None:
-        return "library_cap"
-    if not catalog.version((env_id, prog_id), program.version, limits, bucket):
-        return "version_cap"
+    ``""``. It goes in ``memo`` once admitted in this bucket."""
+    counted_as = _counted_as(program)
+    hit = memo.get(counted_as)
+    if hit is not None:
+        prog_id = hit[0]
+    else:
+        found = catalog.lib_id(catalog.env_libs[env_id], program.name, limits, bucket)
+        if found is None:
+            return "library_cap"
+        if not catalog.version((env_id, found), program.version, limits, bucket):
+            return "version_cap"
+        prog_id = found
+        memo[counted_as] = (prog_id, None)
     pending.programs[(source_id, bucket, prog_id, program.version)] += count
     if program.person is not None:
         sketch_key = (source_id, bucket, prog_id, program.version, _RAN_CODES[program.origin])
@@ -380,16 +568,22 @@ def expand_batch(
         if result != "ok":
             moved[result] += 1
     pending.results.update(results)
+    _move(pending, moved)
+    return moved
+
+
+def _move(pending: Pending, moved: Counter[str]) -> None:
+    """Datagrams counted as ``ok`` that hit a cap: counted under it instead."""
     for reason, count in moved.items():
         pending.results[reason] += count
         pending.results["ok"] -= count
-    return moved
 
 
 class Ingestor:
     """What the receiving side keeps between datagrams: the catalog (the writer's, loaded at
-    its start), the pending rows and the inventories being assembled, under the caps and
-    bucket width of ``settings``. One thread only (not thread-safe)."""
+    its start), the pending rows, the inventories being assembled and the known lines of the
+    current bucket, under the caps and bucket width of ``settings``. One thread only (not
+    thread-safe)."""
 
     def __init__(self, catalog: Catalog, settings: StoreSettings) -> None:
         self.catalog = catalog
@@ -403,22 +597,57 @@ class Ingestor:
         #: across hand-overs, so they are expanded into rows once per job.
         self.uses: Uses = Counter()
         self.slots = Slots()
+        self.known = KnownLines()
         self._now = 0.0
         #: Datagrams that hit each cap since its last log line, and when that line was.
         self._capped: Counter[str] = Counter()
         self._logged: dict[str, float] = {}
 
+    def receive(
+        self, datagrams: list[bytes], decode: Decoder, bucket: int, now: float
+    ) -> Counter[str]:
+        """Count datagrams received in ``bucket`` (the latest at ``now``), as the receiving
+        loop does once per interval; returns their results.
+
+        With a decoder that takes unsigned datagrams, those of known lines are counted by
+        their lines (:func:`~popcon.server.receive.known.count_known`), the others decoded
+        and aggregated (:func:`aggregate`); the lines of the new ``popcon/2 use`` ones are
+        learned once their records are counted (they are then, not at the next job)."""
+        known = self.known
+        if known.bucket != bucket:
+            self._count_known()
+            known.start(bucket)
+        counted = 0
+        learned: list[tuple[bytes, UseReport]] | None = None
+        if takes_unsigned(decode):
+            datagrams, counted = count_known(datagrams, known.heads)
+            if known.size < known.limit:
+                learned = []
+        uses, inventories, results = aggregate(datagrams, decode, bucket, learned)
+        if counted:
+            results["ok"] += counted
+        self.add(uses, inventories, results, now, expand=bool(learned))
+        if learned:
+            self._learn(learned, bucket)
+        return results
+
     def add(
-        self, uses: Uses, inventories: list[InventoryPart], results: Counter[str], now: float
+        self,
+        uses: Uses,
+        inventories: list[InventoryPart],
+        results: Counter[str],
+        now: float,
+        *,
+        expand: bool = False,
     ) -> None:
         """Count one batch (see :func:`expand_batch`); reports wait for :meth:`take_job`
-        (``uses`` is theirs from now on)."""
+        (``uses`` is theirs from now on) unless ``expand`` or too many wait."""
         if self.uses:
             self.uses.update(uses)
         else:
             self.uses = uses
         self._now = now
-        if len(self.uses) >= MAX_HELD_REPORTS:
+        if expand or len(self.uses) >= MAX_HELD_REPORTS:
             uses, self.uses = self.uses, Counter()
             self._expand(uses, inventories, results)
         elif inventories or results:
@@ -426,6 +655,7 @@ class Ingestor:
 
     def take_job(self) -> Pending | None:
         """The pending rows with their new names, for the writer; None when nothing waits."""
+        self._count_known()
         if self.uses:
             uses, self.uses = self.uses, Counter()
             self._expand(uses, [], Counter())
@@ -439,6 +669,71 @@ class Ingestor:
     def give_back(self, job: Pending) -> None:
         """A job the writer could not write: it goes out again with the next one."""
         merge_pending(self.pending, job)
+
+    def _learn(self, learned: list[tuple[bytes, UseReport]], bucket: int) -> None:
+        """Learn the lines of decoded datagrams whose records were counted in ``bucket``
+        without a cap (the catalog's memo of their environment holds them)."""
+        known = self.known
+        heads = known.heads
+        catalog = self.catalog
+        for data, report in learned:
+            if known.size >= known.limit:
+                return
+            env_id = catalog.envs.get(report.env)
+            if env_id is None:
+                continue
+            counted = catalog.counted.get(env_id)
+            source_id = catalog.sources.get((env_id, _labels_text(report.labels)))
+            split = split_use(data)
+            if counted is None or counted[0] != bucket or source_id is None or split is None:
+                continue
+            head_text, lines = split
+            head = heads.get(head_text)
+            if head is None:
+                head = heads[head_text] = KnownHead(report.env, report.labels, report.py, env_id)
+                known.size += 1
+            if not head.placed_for(counted, source_id):
+                if head.datagrams:
+                    self._count_head(head)  # what it counted before: the places it had
+                if not head.placed_for(counted, source_id):
+                    head.rebase(counted, source_id)
+            memo_get = counted[1].get
+            fresh = head.fresh
+            positions = head.positions
+            places = head.places
+            libs = iter(report.libs)
+            program = report.program
+            for line in lines:
+                # the decoder makes one record of each line, in order: libs, and the program
+                record: Record = (
+                    program if program is not None and line.startswith(b"prog ") else next(libs)
+                )
+                if line in fresh:
+                    continue
+                counted_as = _counted_as(record)
+                ids = memo_get(counted_as)
+                if ids is None:
+                    continue
+                position = positions.get(counted_as)
+                place = None if position is None else places[position]
+                if place is None:
+                    place = _known_place(record, ids, env_id, source_id, bucket)
+                known.size += head.learn(line, record, counted_as, place)
+
+    def _count_known(self) -> None:
+        """Add what the datagrams of known lines counted to the pending rows."""
+        for head in self.known.heads.values():
+            if head.datagrams:
+                self._count_head(head)
+
+    def _count_head(self, head: KnownHead) -> None:
+        self.catalog.now = self._now
+        moved = expand_known(
+            self.pending, self.catalog, self.limits, self.known.bucket, head, self.slots
+        )
+        if moved:
+            _move(self.pending, moved)
+            self._log_caps(moved)
 
     def _expand(self, uses: Uses, inventories: list[InventoryPart], results: Counter[str]) -> None:
         moved = expand_batch(
@@ -473,12 +768,16 @@ class Ingestor:
 
 
 def aggregate(
-    datagrams: Iterable[bytes], decode: Decoder, bucket: int
+    datagrams: Iterable[bytes],
+    decode: Decoder,
+    bucket: int,
+    learned: list[tuple[bytes, UseReport]] | None = None,
 ) -> tuple[Uses, list[InventoryPart], Counter[str]]:
-    """Decode and aggregate datagrams received in one bucket, as the receiving loop does:
-    ``(uses, inventory parts, results)`` for :meth:`Ingestor.add` (the loop inlines the same
-    steps for speed); identical datagrams are decoded once, signed ones each time (so the
-    decoder drops replays)."""
+    """Decode and aggregate datagrams received in one bucket: ``(uses, inventory parts,
+    results)`` for :meth:`Ingestor.add`. Identical datagrams are decoded once, signed ones
+    each time (so the decoder drops replays); inventory parts past
+    :data:`MAX_INVENTORY_PARTS_PER_BATCH` count as ``overload``. ``learned`` gets each
+    distinct unsigned ``popcon/2 use`` datagram with its report."""
     seen: dict[bytes, tuple[UseReport, list[int]]] = {}
     uses: Uses = Counter()
     uses_get = uses.get
@@ -494,18 +793,23 @@ def aggregate(
         if isinstance(decoded, str):
             results[decoded] += 1
         elif isinstance(decoded, InventoryPart):
-            inventories.append(decoded)
-            ok += 1
+            if len(inventories) < MAX_INVENTORY_PARTS_PER_BATCH:
+                inventories.append(decoded)
+                ok += 1
+            else:
+                results["overload"] += 1
         elif is_signed(data):
             key = (bucket, decoded)
             uses[key] = uses_get(key, 0) + 1
             ok += 1
         else:
             seen[data] = (decoded, [1])
-    for report, (count,) in seen.values():
+    for data, (report, (count,)) in seen.items():
         key = (bucket, report)
         uses[key] = uses_get(key, 0) + count
         ok += count
+        if learned is not None and data.startswith(USE_START):
+            learned.append((data, report))
     if ok:
         results["ok"] += ok
     return uses, inventories, results

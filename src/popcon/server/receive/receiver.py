@@ -1,20 +1,19 @@
 """The UDP receive loop: one thread, plain blocking ``recv`` (not asyncio, which caps near
-20-25k datagrams/s here), decode, aggregate, count, hand jobs to the writer.
+20-25k datagrams/s here), hand-overs to the receiving side's counting, jobs to the writer.
 
-Per datagram the loop does as little as it can: ``recv``, one dict lookup keyed by the
-datagram's bytes (identical datagrams within an interval are counted, not decoded again;
-signed ones excepted, so the decoder sees and drops every replay), else decode (the
-decoder's caches of whole datagrams and of lines make repeats across intervals cheap). Every
-``handoff_interval`` seconds or :data:`MAX_INTERVAL_DATAGRAMS` datagrams (and at each bucket
-edge) the interval's reports are counted into the pending rows
-(:class:`~popcon.server.receive.ingest.Ingestor`: ids, caps), a short pause each that the
-socket's buffer absorbs; at most every ``commit_interval`` the pending rows go to the
-:class:`~popcon.server.storage.writer.Writer` as one job, and a job the writer gave back is
-merged into the next one. Calls go one way: the receiver calls the writer, never the reverse.
-All this Python work stays on this thread; the writer thread runs SQL, which releases the GIL,
-and merges the people's sketches (see the Writer), so the two rarely convoy on it. The socket
-has a kernel receive timeout (``SO_RCVTIMEO``) so an idle loop still hands over and notices
-``stop()`` without a ``poll`` before every ``recv``.
+Per datagram the loop only receives and keeps the datagram. Every ``handoff_interval``
+seconds or :data:`MAX_INTERVAL_DATAGRAMS` datagrams (and at each bucket edge) it hands the
+interval's datagrams to the :class:`~popcon.server.receive.ingest.Ingestor`, which counts
+those of known lines by their lines and decodes and aggregates the others (identical ones
+once, signed ones each time, so the decoder drops every replay) into the pending rows (ids,
+caps): a short pause each, which the socket's buffer absorbs. At most every
+``commit_interval`` the pending rows go to the :class:`~popcon.server.storage.writer.Writer`
+as one job, and a job the writer gave back is merged into the next one. Calls go one way:
+the receiver calls the writer, never the reverse. All this Python work stays on this thread;
+the writer thread runs SQL, which releases the GIL, and merges the people's sketches (see the
+Writer), so the two rarely convoy on it. The socket has a kernel receive timeout
+(``SO_RCVTIMEO``) so an idle loop still hands over and notices ``stop()`` without a ``poll``
+before every ``recv``.
 
 The collector's process runs Python's cyclic garbage collector rarely
 (:func:`collect_garbage_rarely`): the records the line caches and pending rows hold are many
@@ -35,21 +34,16 @@ import struct
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Union
+from typing import Callable, Union
 
 from popcon.protocol import DEFAULT_COLLECTOR_PORT, MAX_DATAGRAM
-from popcon.protocol.decode import Decoder, is_signed, make_decoder
-from popcon.protocol.records import InventoryPart, UseReport
-from popcon.server.receive.ingest import Ingestor, Uses, aggregate
+from popcon.protocol.decode import Decoder, make_decoder
+from popcon.server.receive.ingest import Ingestor
 from popcon.server.storage.schema import StoreSettings
 from popcon.server.storage.writer import Writer, job_rows
 
 log = logging.getLogger("popcon.server.receive.receiver")
 
-#: Inventory parts kept per batch; more in one interval are counted as ``overload``.
-MAX_INVENTORY_PARTS_PER_BATCH = 10_000
-#: Distinct datagrams looked at before deciding whether counting repeats by bytes pays off.
-DEDUPE_PROBE = 2048
 #: Datagrams one interval takes at most before it is handed over, whatever the rate: what
 #: the loop holds between hand-overs stays the same as the rate grows.
 MAX_INTERVAL_DATAGRAMS = 4096
@@ -200,25 +194,18 @@ class Receiver:
                 log.exception("receive loop failed; restarting it")
                 time.sleep(0.1)
 
-    def _handoff(
-        self,
-        uses: Uses,
-        inventories: list[InventoryPart],
-        results: Counter[str],
-        now: float,
-        drained: bool,
-    ) -> None:
-        """Count the interval's datagrams; submit a job when due. ``drained``: the socket was
-        found empty, so a requested hand-over (:meth:`hand_over`) is complete."""
-        self.results.update(results)
+    def _handoff(self, datagrams: list[bytes], bucket: int, drained: bool) -> None:
+        """Count an interval's datagrams (all of ``bucket``); submit a job when due.
+        ``drained``: the socket was found empty, so a requested hand-over (:meth:`hand_over`)
+        is complete."""
         ingestor = self._ingestor
         assert ingestor is not None
         writer = self.writer
         returned = writer.take_returned()
         if returned is not None:
             ingestor.give_back(returned)
-        if uses or inventories or results:
-            ingestor.add(uses, inventories, results, now)
+        if datagrams:
+            self.results.update(ingestor.receive(datagrams, self.decode, bucket, self.clock()))
         tick = time.monotonic()
         hurry = drained and self._hurry.is_set()
         if (hurry or tick - self._last_submit >= writer.settings.commit_interval) and (
@@ -236,7 +223,6 @@ class Receiver:
         sock = self._sock
         assert sock is not None
         recv = sock.recv
-        decode = self.decode
         clock = self.clock
         width = self.writer.bucket_width
         interval = self.handoff_interval
@@ -244,24 +230,15 @@ class Receiver:
         hurry = self._hurry
         carry: bytes | None = None  # received after an interval's end: the next one's
         while True:
-            # One interval, within one bucket: identical datagrams are counted by their bytes
-            # and decoded once (bytes cache their hash, so a repeat costs one dict lookup);
-            # when they hardly repeat, the rest of the interval skips that step.
-            seen: dict[bytes, list[Any]] = {}  # bytes → [report, count], a mutable pair
-            seen_get = seen.get
-            direct: dict[UseReport, int] = {}  # of this interval's bucket
-            direct_get = direct.get
-            dedupe = True
-            hits = misses = 0
-            results: Counter[str] = Counter()
-            inventories: list[InventoryPart] = []
+            # One interval, within one bucket: its datagrams, counted together at its end.
+            datagrams: list[bytes] = []
+            keep = datagrams.append
             now = clock()
             bucket = int(now) - int(now) % width
             deadline = min(now + interval, bucket + width)
             drained = False
             room = MAX_INTERVAL_DATAGRAMS
             while room:
-                room -= 1
                 if carry is not None:
                     data, carry = carry, None
                 else:
@@ -280,40 +257,13 @@ class Receiver:
                     if clock() >= deadline:
                         carry = data
                         break
-                if dedupe:
-                    entry = seen_get(data)
-                    if entry is not None:
-                        entry[1] += 1
-                        hits += 1
-                        continue
-                    misses += 1
-                    if misses == DEDUPE_PROBE and hits < DEDUPE_PROBE // 4:
-                        dedupe = False
-                decoded = decode(data)
-                if isinstance(decoded, str):
-                    results[decoded] += 1
-                elif isinstance(decoded, InventoryPart):
-                    if len(inventories) < MAX_INVENTORY_PARTS_PER_BATCH:
-                        inventories.append(decoded)
-                        results["ok"] += 1
-                    else:
-                        results["overload"] += 1
-                elif dedupe and not is_signed(data):
-                    seen[data] = [decoded, 1]
-                else:
-                    direct[decoded] = direct_get(decoded, 0) + 1
-            for report, count in seen.values():
-                direct[report] = direct_get(report, 0) + count
-            uses: Uses = Counter({(bucket, report): count for report, count in direct.items()})
-            ok = sum(direct.values())
-            if ok:
-                results["ok"] += ok
-            self._handoff(uses, inventories, results, clock(), drained)
+                keep(data)
+                room -= 1
+            self._handoff(datagrams, bucket, drained)
             if self._stopping:
                 if carry is not None:
                     now = clock()
-                    last = aggregate([carry], decode, int(now) - int(now) % width)
-                    self._handoff(*last, now, True)
+                    self._handoff([carry], int(now) - int(now) % width, True)
                 return
 
 
