@@ -263,16 +263,16 @@ def expand_known(
     fresh = head.fresh
     people: list[tuple[SketchKey, Person]] = []
     for line, count in counts.items():
-        position, record = of_line[line]
+        position, person = of_line[line]
         place = places[position]
         if place is None:
-            if count_anew(position, record, count):
+            if count_anew(position, head.record(line), count):
                 fresh.add(line)
             continue
         sums[position] += count
         if line not in fresh:
             fresh.add(line)
-            sketch, person = place[3], record.person
+            sketch = place[3]
             if sketch is not None and person is not None:
                 people.append((sketch, person))
     usage = pending.usage

@@ -29,7 +29,7 @@ from collections import Counter
 from typing import Optional, Union
 
 from popcon.protocol import MAX_DATAGRAM, PROTOCOL_VERSION, USE
-from popcon.protocol.records import Labels, LibRecord, ProgRecord
+from popcon.protocol.records import Labels, LibRecord, Person, ProgRecord
 from popcon.server.storage.rows import EdgeKey, ProgramKey, SketchKey, UsageKey
 
 #: The first line of a ``popcon/2 use`` datagram, up to its ``<seq>``.
@@ -52,8 +52,8 @@ class KnownHead:
     Lines that differ only in their person field are one record for the rows: ``records``
     holds one of each (the first learned), ``places`` where it counts in the current bucket
     (None until it counted there without a cap), ``sums`` its count since the last job;
-    ``index`` and ``of_line`` give each line's position in them, ``of_line`` with the line's
-    own record.
+    ``index`` gives each line's position in them, ``of_line`` its position and its person
+    (:meth:`record` its record).
     """
 
     __slots__ = (
@@ -85,7 +85,7 @@ class KnownHead:
         self.source_id = 0
         self.counted: object = None
         self.index: dict[bytes, int] = {}
-        self.of_line: dict[bytes, tuple[int, Record]] = {}
+        self.of_line: dict[bytes, tuple[int, Person | None]] = {}
         self.records: list[Record] = []
         self.places: list[Place | None] = []
         self.sums: list[int] = []
@@ -127,7 +127,7 @@ class KnownHead:
         else:
             self.places[position] = place
         self.index[line] = position
-        self.of_line[line] = (position, record)
+        self.of_line[line] = (position, record[-1])
         self.fresh.add(line)
         return True
 
@@ -137,7 +137,7 @@ class KnownHead:
         key_of = {position: key for key, position in self.positions.items()}
         records, of_line = self.records, self.of_line
         self.index, self.of_line, self.records, self.positions = {}, {}, [], {}
-        for line, (position, record) in of_line.items():
+        for line, (position, person) in of_line.items():
             if line not in lines:
                 continue
             key = key_of[position]
@@ -146,11 +146,17 @@ class KnownHead:
                 new = self.positions[key] = len(self.records)
                 self.records.append(records[position])
             self.index[line] = new
-            self.of_line[line] = (new, record)
+            self.of_line[line] = (new, person)
         self.places = [None] * len(self.records)
         self.sums = [0] * len(self.records)
         self.fresh = set()
         return len(self.of_line)
+
+    def record(self, line: bytes) -> Record:
+        """The record of a known line."""
+        position, person = self.of_line[line]
+        known = self.records[position]
+        return tuple.__new__(type(known), (*known[:-1], person))
 
     def take(self) -> tuple[list[int], Counter[bytes], int, int]:
         """Each record's count by position, the counts of lines not fresh, processes and
