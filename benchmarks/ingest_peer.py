@@ -19,6 +19,10 @@ with people on (whole processes of ``workload.py``: each record carries its pers
 contribution, ``<register>:<rank>``, of one of 2,000 people; 30 % of the processes run a
 program), to ``popcon serve`` alone, offered flat out and at stepped rates.
 
+Part 2 ends with its stream through the receiving side's code and the writer's without a
+socket (``ingest.py``'s ``stages_run``): the CPU per datagram of each, which bounds what any
+receiving loop could take on one core.
+
 Every receiver is pinned to CPU 0 and the sender (one process, paced in 1 ms slices) to CPU
 1. Per round: datagrams sent and counted (popcon: ``ok`` in the database; statsd: its
 ``statsd.packets_received`` counter, read over its admin port), loss, the receiver's CPU per
@@ -49,6 +53,7 @@ from typing import Any, Callable, Protocol
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from ingest import stages_run
 from workload import Workload, zipf_weights
 
 from popcon.protocol import DEFAULT_STATSD_PREFIX, PROTOCOL_VERSION, USE
@@ -556,6 +561,13 @@ def popcon_part(args: argparse.Namespace, tmp: Path) -> None:
         print_round(row)
         rows.append(row)
     print(f"  popcon: loss-free up to {loss_free(rows):,.0f}/s; {memory_line(rows)}")
+    stages = stages_run(stream, tmp / "popcon2-stages.sqlite")
+    receiving, writing = (stages[part] / len(stream) * 1e6 for part in ("receiving", "writing"))
+    print(
+        f"  without a socket, one job per 20,000 datagrams: receiving side {receiving:.2f} µs + "
+        f"writer {writing:.2f} µs per datagram; the writer alone allows at most "
+        f"{1e6 / writing:,.0f} per CPU-second"
+    )
 
 
 def memory_line(rows: list[dict[str, Any]]) -> str:

@@ -161,9 +161,11 @@ def _source(
     return env_id, source_id, memo
 
 
-def _seen(
+def _report_seen(
     pending: Pending, env_id: int, source_id: int, bucket: int, processes: int, py: str
 ) -> None:
+    """What reports of a label set add besides their records: their new processes, and the
+    environment and label set seen in ``bucket``."""
     if processes:
         pending.reports[(source_id, bucket)] += processes
     _see(pending, env_id, bucket, py)
@@ -202,7 +204,7 @@ def expand_use(
         )
         if capped and result == "ok":
             result = capped
-    _seen(pending, env_id, source_id, bucket, report.processes * count, report.py)
+    _report_seen(pending, env_id, source_id, bucket, report.processes * count, report.py)
     return result
 
 
@@ -249,7 +251,7 @@ def expand_known(
         ids = memo.get(_counted_as(record))
         if ids is None:
             return False
-        places[position] = _known_place(record, ids, env_id, source_id, bucket)
+        places[position] = _place_of(record, ids, env_id, source_id, bucket)
         return True
 
     if not head.placed_for(counted, source_id):
@@ -298,7 +300,7 @@ def expand_known(
             registers = sketches[sketch] = {}
         if registers.get(register, 0) < rank:
             registers[register] = rank
-    _seen(pending, env_id, source_id, bucket, processes, head.py)
+    _report_seen(pending, env_id, source_id, bucket, processes, head.py)
     return moved
 
 
@@ -308,11 +310,11 @@ def _counted_as(record: Record) -> object:
     return record if record[-1] is None else record[:-1]
 
 
-def _known_place(
+def _place_of(
     record: Record, ids: tuple[int, int | None], env_id: int, source_id: int, bucket: int
 ) -> Place:
-    """Where a record counted in ``bucket`` without a cap (its library and importer ids, from
-    the memo) counts."""
+    """Where a record counts in a job in ``bucket``, with the ids of its library and importer
+    (the importer's None when its edge is not counted)."""
     lib_id, importer_id = ids
     if isinstance(record, ProgRecord):
         sketch = None
@@ -427,18 +429,17 @@ def _slot(
     lib_id: int,
     importer_id: int | None,
 ) -> Slot:
-    key = (source_id, bucket, lib_id, ORIGIN_CODES[lib.origin], lib.version)
-    row = pending.usage.get(key)
+    key, index, edge, sketch = _place_of(lib, (lib_id, importer_id), env_id, source_id, bucket)
+    usage_key = cast(UsageKey, key)
+    row = pending.usage.get(usage_key)
     if row is None:
-        row = pending.usage[key] = [0] * _LEVELS
-    edge = None if importer_id is None else (lib_id, bucket, env_id, importer_id)
+        row = pending.usage[usage_key] = [0] * _LEVELS
     registers = None
-    if lib.person is not None:
-        sketch_key = (source_id, bucket, lib_id, lib.version, _SKETCH_CODES[lib.level, lib.origin])
-        registers = pending.sketches.get(sketch_key)
+    if sketch is not None:
+        registers = pending.sketches.get(sketch)
         if registers is None:
-            registers = pending.sketches[sketch_key] = {}
-    return (row, _LEVEL_INDEX[lib.level], edge, registers)
+            registers = pending.sketches[sketch] = {}
+    return (row, index, edge, registers)
 
 
 def _count_program(
@@ -717,7 +718,7 @@ class Ingestor:
                 position = positions.get(counted_as)
                 place = None if position is None else places[position]
                 if place is None:
-                    place = _known_place(record, ids, env_id, source_id, bucket)
+                    place = _place_of(record, ids, env_id, source_id, bucket)
                 known.size += head.learn(line, record, counted_as, place)
 
     def _count_known(self) -> None:
