@@ -239,6 +239,7 @@ class Receiver:
             drained = False
             room = MAX_INTERVAL_DATAGRAMS
             while room:
+                room -= 1
                 if carry is not None:
                     data, carry = carry, None
                 else:
@@ -258,7 +259,6 @@ class Receiver:
                         carry = data
                         break
                 keep(data)
-                room -= 1
             self._handoff(datagrams, bucket, drained)
             if self._stopping:
                 if carry is not None:
