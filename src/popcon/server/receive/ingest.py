@@ -277,7 +277,6 @@ def expand_known(
             sketch = place[3]
             if sketch is not None and person is not None:
                 people.append((sketch, person))
-    usage = pending.usage
     edges = pending.edges
     programs = pending.programs
     for place, count in zip(places, sums):
@@ -287,19 +286,11 @@ def expand_known(
         if index < 0:
             programs[cast(ProgramKey, key)] += count
             continue
-        row = usage.get(cast(UsageKey, key))
-        if row is None:
-            row = usage[cast(UsageKey, key)] = [0] * _LEVELS
-        row[index] += count
+        _usage_row(pending, cast(UsageKey, key))[index] += count
         if edge is not None:
             edges[edge] += count
-    sketches = pending.sketches
-    for sketch, (register, rank) in people:
-        registers = sketches.get(sketch)
-        if registers is None:
-            registers = sketches[sketch] = {}
-        if registers.get(register, 0) < rank:
-            registers[register] = rank
+    for sketch, person in people:
+        _count_person(_registers(pending, sketch), person)
     _report_seen(pending, env_id, source_id, bucket, processes, head.py)
     return moved
 
@@ -343,12 +334,13 @@ def _count_lib(
     count: int,
 ) -> str:
     """Count ``count`` records ``lib``; the cap it hit (``""`` when none)."""
-    person = lib[5]
-    counted_as = lib if person is None else lib[:5]
+    counted_as = _counted_as(lib)
     slot = placed.get(counted_as)
     capped = ""
     if slot is None:
-        made = _place(pending, catalog, limits, bucket, env_id, source_id, memo, lib, count)
+        made = _place(
+            pending, catalog, limits, bucket, env_id, source_id, memo, lib, counted_as, count
+        )
         if isinstance(made, str):
             return made
         slot, capped = made
@@ -358,10 +350,8 @@ def _count_lib(
     row[index] += count
     if edge is not None:
         pending.edges[edge] += count
-    if registers is not None and person is not None:
-        register, rank = person
-        if registers.get(register, 0) < rank:
-            registers[register] = rank
+    if registers is not None and lib.person is not None:
+        _count_person(registers, lib.person)
     return capped
 
 
@@ -374,12 +364,13 @@ def _place(
     source_id: int,
     memo: Memo,
     lib: LibRecord,
+    counted_as: object,
     count: int,
 ) -> tuple[Slot, str] | str:
-    """Where ``lib`` counts in ``pending`` (its library, version and importer admitted under
-    the caps, or found in ``memo``) and the cap its importer hit (``""`` when none: such a
-    record counts, without its edge); or the cap it hit, when it does not count."""
-    counted_as = lib[:5] if lib.person is not None else lib
+    """Where ``lib`` (``counted_as`` in ``memo``) counts in ``pending`` (its library, version
+    and importer admitted under the caps, or found in ``memo``) and the cap its importer hit
+    (``""`` when none: such a record counts, without its edge); or the cap it hit, when it
+    does not count."""
     hit = memo.get(counted_as)
     if hit is not None:
         lib_id, importer_id = hit
@@ -430,16 +421,31 @@ def _slot(
     importer_id: int | None,
 ) -> Slot:
     key, index, edge, sketch = _place_of(lib, (lib_id, importer_id), env_id, source_id, bucket)
-    usage_key = cast(UsageKey, key)
-    row = pending.usage.get(usage_key)
+    registers = None if sketch is None else _registers(pending, sketch)
+    return (_usage_row(pending, cast(UsageKey, key)), index, edge, registers)
+
+
+def _usage_row(pending: Pending, key: UsageKey) -> list[int]:
+    """The record counts per level of a usage row of ``pending``, made when missing."""
+    row = pending.usage.get(key)
     if row is None:
-        row = pending.usage[usage_key] = [0] * _LEVELS
-    registers = None
-    if sketch is not None:
-        registers = pending.sketches.get(sketch)
-        if registers is None:
-            registers = pending.sketches[sketch] = {}
-    return (row, index, edge, registers)
+        row = pending.usage[key] = [0] * _LEVELS
+    return row
+
+
+def _registers(pending: Pending, key: SketchKey) -> dict[int, int]:
+    """The registers of a sketch of ``pending``, made when missing."""
+    registers = pending.sketches.get(key)
+    if registers is None:
+        registers = pending.sketches[key] = {}
+    return registers
+
+
+def _count_person(registers: dict[int, int], person: Person) -> None:
+    """Add a person field to a sketch's registers: the highest rank of each register."""
+    register, rank = person
+    if registers.get(register, 0) < rank:
+        registers[register] = rank
 
 
 def _count_program(
@@ -467,15 +473,10 @@ def _count_program(
             return "version_cap"
         prog_id = found
         memo[counted_as] = (prog_id, None)
-    pending.programs[(source_id, bucket, prog_id, program.version)] += count
-    if program.person is not None:
-        sketch_key = (source_id, bucket, prog_id, program.version, _RAN_CODES[program.origin])
-        registers = pending.sketches.get(sketch_key)
-        if registers is None:
-            registers = pending.sketches[sketch_key] = {}
-        register, rank = program.person
-        if registers.get(register, 0) < rank:
-            registers[register] = rank
+    key, _index, _edge, sketch = _place_of(program, (prog_id, None), env_id, source_id, bucket)
+    pending.programs[cast(ProgramKey, key)] += count
+    if sketch is not None and program.person is not None:
+        _count_person(_registers(pending, sketch), program.person)
     return ""
 
 
